@@ -1,0 +1,678 @@
+"""Issue 6 benchmark: what does POST /api/orders/ cost next to what a typical developer writes?
+
+    .venv/bin/python bench/api.py [--duration 15] [--rounds 2] [--connections 16]
+
+One run, one gunicorn configuration (2 sync workers, one per core; --threads N > 1 for gthread,
+e.g. the Procfile's 2 x 4, which gave the same ratios here) serving three endpoints, loaded in
+turn (a, b, c, a, b, c, ...) after a short warm-up of each:
+
+  (a) naive    the endpoint a typical Django developer would write instead (bench/naive.py): a
+               ModelSerializer with nested lines and catalog prices, the pipeline task's
+               `.delay()` in `transaction.on_commit`; no idempotency, no outbox, no timeline;
+  (b) product  POST /api/orders/: validation, throttle, Idempotency-Key (a unique key per
+               request, as real clients send), order + lines + timeline event + outbox row in one
+               transaction, published after commit, the order re-read for the response;
+  (c) floor    a bare DRF view that inserts one row (same middleware, auth and JSON parsing).
+
+Self-contained and local only (127.0.0.1): it creates and drops the PostgreSQL database
+`orderflow_bench_api`, migrates and seeds it, uses its own Redis database for the broker, the
+cache and pub/sub (flushed before and after) with NO worker consuming, runs gunicorn with
+DEBUG=0 and the order-create throttle raised out of the way, and loads it with `wrk` (a Lua
+script sends the same 2-line body to all three and a unique Idempotency-Key per request) or,
+without wrk, a Python keep-alive client (a weaker load generator: it needs CPU of its own).
+Targets: b/a >= 0.90 and p99 of (b) < 100 ms. It checks that every answer was the expected
+2xx and that the rows and broker messages exist.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import http.client
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from urllib.parse import urlsplit
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+if str(BASE_DIR) not in sys.path:  # `python bench/api.py` puts bench/, not the project
+    sys.path.insert(0, str(BASE_DIR))
+
+LOCALHOST = "127.0.0.1"
+POSTGRES_ADMIN_DSN = f"host={LOCALHOST} port=5432 user=postgres dbname=postgres connect_timeout=3"
+BENCH_DATABASE = "orderflow_bench_api"
+DEFAULT_REDIS_URL = f"redis://{LOCALHOST}:6379/12"
+SETTINGS_MODULE = "bench.bench_settings"  # the product's settings + bench/bench_urls.py
+BROKER_QUEUES = ("orders", "provider", "notifications")
+BODY = {
+    "lines": [{"sku": "BENCH-A", "quantity": 1}, {"sku": "BENCH-B", "quantity": 2}],
+    "payment_token": "tok_ok",
+}
+TARGET_RATIO = 0.90  # b/a
+TARGET_P99_MS = 100.0  # of (b), at --connections
+UNLOADED = "1 conn"
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    key: str
+    label: str
+    path: str
+    expected_status: int
+
+
+ENDPOINTS = (
+    Endpoint("naive", "(a) naive DRF + .delay()", "/bench/naive/orders/", 201),
+    Endpoint("product", "(b) POST /api/orders/", "/api/orders/", 202),
+    Endpoint("floor", "(c) floor: 1 INSERT", "/bench/floor/", 201),
+)
+
+
+@dataclass
+class Run:
+    endpoint: Endpoint
+    label: str  # "warm-up" or "round N"
+    requests: int
+    seconds: float
+    p50_ms: float
+    p99_ms: float
+    statuses: Counter
+    socket_errors: int
+
+    @property
+    def rps(self) -> float:
+        return self.requests / self.seconds if self.seconds else 0.0
+
+    @property
+    def ok(self) -> int:
+        return self.statuses.get(self.endpoint.expected_status, 0)
+
+    @property
+    def unexpected(self) -> dict[int, int]:
+        return {s: n for s, n in self.statuses.items() if s != self.endpoint.expected_status}
+
+
+@dataclass
+class Summary:
+    endpoint: Endpoint
+    runs: list[Run] = field(default_factory=list)
+
+    @property
+    def rps(self) -> float:  # over all measured rounds
+        return sum(r.requests for r in self.runs) / sum(r.seconds for r in self.runs)
+
+    @property
+    def p50_ms(self) -> float:
+        return statistics.median(r.p50_ms for r in self.runs)
+
+    @property
+    def p99_ms(self) -> float:  # the worst round: the target must hold in every one
+        return max(r.p99_ms for r in self.runs)
+
+
+def require_local(url: str) -> None:
+    host = urlsplit(url).hostname
+    if host not in (None, "", LOCALHOST, "localhost"):
+        raise SystemExit(f"refusing to talk to {host!r}: this benchmark only uses {LOCALHOST}")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((LOCALHOST, 0))
+        return sock.getsockname()[1]
+
+
+# --- database, seed ----------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def bench_database() -> Iterator[str]:
+    """Yield the DATABASE_URL of a fresh PostgreSQL database; drop it afterwards."""
+    import psycopg
+
+    def admin(statement: str) -> None:
+        with psycopg.connect(POSTGRES_ADMIN_DSN, autocommit=True) as connection:
+            connection.execute(statement)
+
+    admin(f"DROP DATABASE IF EXISTS {BENCH_DATABASE} WITH (FORCE)")
+    admin(f"CREATE DATABASE {BENCH_DATABASE}")
+    try:
+        yield f"postgres://postgres@{LOCALHOST}:5432/{BENCH_DATABASE}"
+    finally:
+        with contextlib.suppress(Exception):
+            from django.db import connections
+
+            connections.close_all()
+        admin(f"DROP DATABASE IF EXISTS {BENCH_DATABASE} WITH (FORCE)")
+
+
+def migrate(env: dict[str, str]) -> None:
+    result = subprocess.run(
+        [sys.executable, "manage.py", "migrate", "--noinput", "--verbosity", "0"],
+        cwd=BASE_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    if result.returncode:
+        raise SystemExit(f"migrate failed:\n{result.stdout}\n{result.stderr}")
+
+
+def seed() -> str:
+    """A customer with an API token and the two products of the body; returns the token."""
+    from django.contrib.auth import get_user_model
+    from rest_framework.authtoken.models import Token
+
+    from orders.models import Product
+
+    user = get_user_model().objects.create_user(username="bench", password="bench-orderflow")
+    for sku, price in (("BENCH-A", "10.00"), ("BENCH-B", "4.50")):
+        Product.objects.create(
+            sku=sku, name=sku, price=Decimal(price), currency="EUR", stock=1_000_000_000
+        )
+    return Token.objects.create(user=user).key
+
+
+# --- gunicorn ----------------------------------------------------------------------------------
+
+
+class Gunicorn:
+    def __init__(
+        self,
+        *,
+        port: int,
+        workers: int,
+        threads: int,
+        env: dict[str, str],
+        log_path: Path,
+        wsgi_app: str,
+    ) -> None:
+        self.port = port
+        self.log_path = log_path
+        with open(log_path, "wb") as log:
+            self.process = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "gunicorn",
+                    wsgi_app,
+                    "--bind",
+                    f"{LOCALHOST}:{port}",
+                    "--workers",
+                    str(workers),
+                    "--threads",
+                    str(threads),
+                    "--access-logfile",
+                    "-",  # as the Procfile: the cost of the access log is part of serving
+                    "--no-control-socket",  # the default path is shared with other gunicorns
+                ],
+                cwd=BASE_DIR,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # its own process group: SIGTERM reaches the workers
+            )
+
+    def wait_ready(self, token: str, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"gunicorn exited:\n{self.log_path.read_text()[-3000:]}")
+            with contextlib.suppress(OSError, http.client.HTTPException):
+                connection = http.client.HTTPConnection(LOCALHOST, self.port, timeout=5)
+                connection.request(
+                    "GET", "/api/products/", headers={"Authorization": f"Token {token}"}
+                )
+                status = connection.getresponse().status
+                connection.close()
+                if status == 200:
+                    return
+            time.sleep(0.2)
+        raise RuntimeError(f"gunicorn not ready within {timeout:.0f}s; log {self.log_path}")
+
+    def stop(self, timeout: float = 30.0) -> None:
+        if self.process.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=10)
+
+
+# --- load generators ---------------------------------------------------------------------------
+
+# One Lua state per wrk thread: each numbers its requests, so every Idempotency-Key is unique;
+# `done` sums the threads' status counts and prints one JSON line.
+WRK_SCRIPT = r"""
+local threads = {}
+local counter = 0
+local prefix = ""
+statuses = {}
+
+function setup(thread)
+  table.insert(threads, thread)
+  thread:set("thread_number", #threads)
+end
+
+function init(args)
+  prefix = args[1] .. "-" .. thread_number .. "-"
+  wrk.method = "POST"
+  wrk.body = args[2]
+  wrk.headers["Content-Type"] = "application/json"
+  wrk.headers["Authorization"] = "Token " .. args[3]
+end
+
+function request()
+  counter = counter + 1
+  wrk.headers["Idempotency-Key"] = prefix .. counter
+  return wrk.format()
+end
+
+function response(status, headers, body)
+  statuses[status] = (statuses[status] or 0) + 1
+end
+
+function done(summary, latency, requests)
+  local merged = {}
+  for _, thread in ipairs(threads) do
+    for status, count in pairs(thread:get("statuses")) do
+      merged[status] = (merged[status] or 0) + count
+    end
+  end
+  local parts = {}
+  for status, count in pairs(merged) do
+    table.insert(parts, string.format('"%d": %d', status, count))
+  end
+  local errors = summary.errors
+  io.write(string.format(
+    'BENCH_RESULT {"requests": %d, "duration_us": %d, "p50_us": %d, "p99_us": %d, '
+      .. '"socket_errors": %d, "statuses": {%s}}\n',
+    summary.requests, summary.duration, latency:percentile(50), latency:percentile(99),
+    errors.connect + errors.read + errors.write + errors.timeout, table.concat(parts, ", ")))
+end
+"""
+
+
+def run_wrk(
+    *, script: Path, port: int, endpoint: Endpoint, seconds: float, connections: int, token: str
+) -> tuple[int, float, float, float, Counter, int]:
+    run_id = uuid.uuid4().hex[:12]
+    result = subprocess.run(
+        [
+            "wrk",
+            "--threads",
+            str(min(2, connections)),
+            "--connections",
+            str(connections),
+            "--duration",
+            f"{seconds:g}s",
+            "--timeout",
+            "5s",
+            "--script",
+            str(script),
+            f"http://{LOCALHOST}:{port}{endpoint.path}",
+            "--",
+            run_id,
+            json.dumps(BODY),
+            token,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=seconds + 60,
+        check=False,
+    )
+    lines = [line for line in result.stdout.splitlines() if line.startswith("BENCH_RESULT ")]
+    if result.returncode or not lines:
+        raise RuntimeError(f"wrk failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+    data = json.loads(lines[-1].removeprefix("BENCH_RESULT "))
+    return (
+        data["requests"],
+        data["duration_us"] / 1e6,
+        data["p50_us"] / 1000,
+        data["p99_us"] / 1000,
+        Counter({int(status): count for status, count in data["statuses"].items()}),
+        data["socket_errors"],
+    )
+
+
+def run_python_client(
+    *, port: int, endpoint: Endpoint, seconds: float, connections: int, token: str
+) -> tuple[int, float, float, float, Counter, int]:
+    """Threads with keep-alive http.client connections (reconnecting when the server closes)."""
+    body = json.dumps(BODY).encode()
+    run_id = uuid.uuid4().hex[:12]
+    latencies: list[list[float]] = [[] for _ in range(connections)]
+    statuses: list[Counter] = [Counter() for _ in range(connections)]
+    errors = [0] * connections
+    start = time.monotonic()
+    deadline = start + seconds
+
+    def client(index: int) -> None:
+        connection = None
+        for number in range(1, 10**9):
+            if time.monotonic() >= deadline:
+                break
+            headers = {
+                "Content-Type": "application/json",
+                "Authorization": f"Token {token}",
+                "Idempotency-Key": f"{run_id}-{index}-{number}",
+            }
+            sent = time.perf_counter()
+            try:
+                if connection is None:
+                    connection = http.client.HTTPConnection(LOCALHOST, port, timeout=5)
+                connection.request("POST", endpoint.path, body, headers)
+                response = connection.getresponse()
+                response.read()
+            except (OSError, http.client.HTTPException):
+                errors[index] += 1
+                if connection is not None:
+                    connection.close()
+                connection = None
+                continue
+            latencies[index].append(time.perf_counter() - sent)
+            statuses[index][response.status] += 1
+            if response.will_close:
+                connection.close()
+                connection = None
+        if connection is not None:
+            connection.close()
+
+    workers = [threading.Thread(target=client, args=(i,)) for i in range(connections)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=seconds + 30)
+    elapsed = time.monotonic() - start
+    every = sorted(value for values in latencies for value in values) or [0.0]
+    return (
+        len(every),
+        elapsed,
+        every[len(every) // 2] * 1000,
+        every[min(len(every) - 1, int(len(every) * 0.99))] * 1000,
+        sum(statuses, Counter()),
+        sum(errors),
+    )
+
+
+# --- checks and report -------------------------------------------------------------------------
+
+
+def broker_messages(redis_client) -> int:
+    """Messages waiting in the pipeline's queues (kombu's Redis lists, all priority steps)."""
+    total = 0
+    for key in redis_client.scan_iter(match="*", count=1000):
+        name = key.decode(errors="replace")
+        if name.startswith(BROKER_QUEUES) and redis_client.type(key) == b"list":
+            total += redis_client.llen(key)
+    return total
+
+
+def rows_checks(runs: list[Run], connections: int, redis_client) -> list[tuple[str, bool, str]]:
+    """Rows created against answers counted: every answered 2xx left its rows; at most
+    `connections` requests per load run were still in flight (done, unanswered) at its end."""
+    from orders.models import Order, OrderEvent, OrderLine, OutboxMessage
+
+    ok = Counter()
+    loads = Counter()
+    for run in runs:
+        ok[run.endpoint.key] += run.ok
+        loads[run.endpoint.key] += 1
+    naive_orders = Order.objects.filter(idempotency_key__isnull=True).count()
+    product_orders = Order.objects.filter(idempotency_key__isnull=False).count()
+    floor_rows = OutboxMessage.objects.filter(task_name="bench.floor").count()
+    outbox = OutboxMessage.objects.filter(task_name="orders.start_pipeline")
+    published = outbox.filter(published_at__isnull=False).count()
+    lines = OrderLine.objects.count()
+    events = OrderEvent.objects.filter(name="accepted").count()
+    queued = broker_messages(redis_client)
+
+    def within(rows: int, key: str) -> bool:
+        return ok[key] <= rows <= ok[key] + connections * loads[key]
+
+    return [
+        ("(a) orders >= 201s", within(naive_orders, "naive"), f"{naive_orders} vs {ok['naive']}"),
+        (
+            "(b) orders >= 202s",
+            within(product_orders, "product"),
+            f"{product_orders} vs {ok['product']}",
+        ),
+        ("(c) rows >= 201s", within(floor_rows, "floor"), f"{floor_rows} vs {ok['floor']}"),
+        (
+            "2 lines per order",
+            lines == 2 * (naive_orders + product_orders),
+            f"{lines} lines",
+        ),
+        ("(b) timeline event per order", events == product_orders, f"{events} events"),
+        (
+            "(b) outbox rows all published",
+            outbox.count() == product_orders == published,
+            f"{published}/{outbox.count()}",
+        ),
+        (
+            "broker holds (a)+(b) messages",
+            queued == naive_orders + published,
+            f"{queued} queued, no worker",
+        ),
+    ]
+
+
+def print_report(
+    summaries: dict[str, Summary], runs: list[Run], unloaded: list[Run], checks, header: str
+) -> tuple[bool, bool]:
+    print()
+    print(header)
+    print()
+    print("| endpoint | run | requests | req/s | p50 ms | p99 ms | non-2xx / socket errors |")
+    print("|---|---|---:|---:|---:|---:|---|")
+    for run in runs:
+        unexpected = ", ".join(f"{s}: {n}" for s, n in sorted(run.unexpected.items())) or "0"
+        print(
+            f"| {run.endpoint.label} | {run.label} | {run.requests} | {run.rps:.0f} | "
+            f"{run.p50_ms:.1f} | {run.p99_ms:.1f} | {unexpected} / {run.socket_errors} |"
+        )
+    print()
+    print("| endpoint | req/s (all rounds) | p50 ms (median) | p99 ms (worst round) |")
+    print("|---|---:|---:|---:|")
+    for summary in summaries.values():
+        print(
+            f"| {summary.endpoint.label} | {summary.rps:.0f} | {summary.p50_ms:.1f} | "
+            f"{summary.p99_ms:.1f} |"
+        )
+    if unloaded:
+        print()
+        print("Service time, 1 connection (no queueing):")
+        print()
+        print("| endpoint | req/s | p50 ms | p99 ms |")
+        print("|---|---:|---:|---:|")
+        for run in unloaded:
+            print(f"| {run.endpoint.label} | {run.rps:.0f} | {run.p50_ms:.1f} | {run.p99_ms:.1f} |")
+    naive, product, floor = (summaries[key] for key in ("naive", "product", "floor"))
+    ratio_naive = product.rps / naive.rps
+    ratio_floor = product.rps / floor.rps
+    print()
+    print(f"b/a = {ratio_naive:.3f} (target >= {TARGET_RATIO})   b/c = {ratio_floor:.3f}")
+    ratio_held = ratio_naive >= TARGET_RATIO
+    p99_held = product.p99_ms < TARGET_P99_MS
+    print(
+        f"targets: b/a >= {TARGET_RATIO} {'ok' if ratio_held else 'MISSED'}; "
+        f"p99 of (b) {product.p99_ms:.1f} ms < {TARGET_P99_MS:.0f} ms "
+        f"{'ok' if p99_held else 'MISSED'}"
+    )
+    print(
+        "checks: "
+        + "; ".join(f"{name} {'ok' if held else 'FAILED'} ({info})" for name, held, info in checks)
+    )
+    return ratio_held and p99_held, all(held for _, held, _ in checks)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--duration", type=float, default=15.0, help="seconds per load run")
+    parser.add_argument("--warmup", type=float, default=3.0, help="seconds per endpoint")
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument(
+        "--unloaded", type=float, default=5.0, help="seconds per endpoint at 1 connection (0: skip)"
+    )
+    parser.add_argument("--workers", type=int, default=2, help="gunicorn workers")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="gunicorn threads per worker (> 1: gthread)"
+    )
+    parser.add_argument(
+        "--wsgi-app",
+        default="project.wsgi:application",
+        help="what-if runs: a WSGI module that patches the product before serving it",
+    )
+    parser.add_argument("--loadgen", choices=("auto", "wrk", "python"), default="auto")
+    parser.add_argument("--redis-url", default=DEFAULT_REDIS_URL)
+    parser.add_argument("--log-level", default="INFO", help="the server's LOG_LEVEL")
+    parser.add_argument("--keep-logs", action="store_true", help="keep the gunicorn log")
+    args = parser.parse_args(argv)
+    if not (1 <= args.duration <= 300 and 0 <= args.warmup <= 60 and 1 <= args.rounds <= 10):
+        parser.error("--duration 1-300, --warmup 0-60, --rounds 1-10")
+    if not 0 <= args.unloaded <= 60:
+        parser.error("--unloaded 0-60")
+    if not (1 <= args.connections <= 256 and 1 <= args.workers <= 32 and 1 <= args.threads <= 64):
+        parser.error("--connections 1-256, --workers 1-32, --threads 1-64")
+    require_local(args.redis_url)
+    loadgen = args.loadgen
+    if loadgen == "auto":
+        loadgen = "wrk" if shutil.which("wrk") else "python"
+    elif loadgen == "wrk" and not shutil.which("wrk"):
+        parser.error("wrk is not installed (apt-get install wrk), use --loadgen python")
+
+    workdir = Path(tempfile.mkdtemp(prefix="orderflow-bench-api-"))
+    script = workdir / "orders.lua"
+    script.write_text(WRK_SCRIPT)
+    load_average = os.getloadavg()[0]
+    runs: list[Run] = []
+    with bench_database() as database_url:
+        env = {
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": SETTINGS_MODULE,
+            "DATABASE_URL": database_url,
+            "CELERY_BROKER_URL": args.redis_url,
+            "REDIS_URL": args.redis_url,
+            "CACHE_URL": args.redis_url,
+            "ORDER_CREATE_THROTTLE_RATE": "1000000/s",  # measured, but never in the way
+            # Production mode over plain HTTP on loopback.
+            "DEBUG": "0",
+            "SECRET_KEY": "bench-api-" + uuid.uuid4().hex,
+            "SECURE_SSL_REDIRECT": "0",
+            "ALLOWED_HOSTS": LOCALHOST,
+            "LOG_LEVEL": args.log_level,
+        }
+        os.environ.update(env)
+        migrate(env)
+
+        import django
+
+        django.setup()
+        import redis
+
+        token = seed()
+        redis_client = redis.Redis.from_url(args.redis_url)
+        redis_client.flushdb()
+        port = free_port()
+        server = Gunicorn(
+            port=port,
+            workers=args.workers,
+            threads=args.threads,
+            env=env,
+            log_path=workdir / "gunicorn.log",
+            wsgi_app=args.wsgi_app,
+        )
+        try:
+            server.wait_ready(token)
+
+            def load(endpoint: Endpoint, seconds: float, label: str, connections: int) -> Run:
+                if loadgen == "wrk":
+                    result = run_wrk(
+                        script=script,
+                        port=port,
+                        endpoint=endpoint,
+                        seconds=seconds,
+                        connections=connections,
+                        token=token,
+                    )
+                else:
+                    result = run_python_client(
+                        port=port,
+                        endpoint=endpoint,
+                        seconds=seconds,
+                        connections=connections,
+                        token=token,
+                    )
+                run = Run(endpoint, label, *result)
+                print(
+                    f"  {endpoint.label:<26} {label:<8} {run.rps:7.0f} req/s  p50 "
+                    f"{run.p50_ms:6.1f} ms  p99 {run.p99_ms:6.1f} ms  "
+                    f"statuses {dict(run.statuses)}  socket errors {run.socket_errors}",
+                    flush=True,
+                )
+                return run
+
+            print(
+                f"database {database_url} (PostgreSQL); redis {args.redis_url}, no worker; "
+                f"gunicorn {args.workers} x {args.threads}; {loadgen}, "
+                f"{args.connections} connections",
+                flush=True,
+            )
+            if args.warmup:
+                for endpoint in ENDPOINTS:
+                    runs.append(load(endpoint, args.warmup, "warm-up", args.connections))
+            for number in range(1, args.rounds + 1):
+                for endpoint in ENDPOINTS:
+                    runs.append(load(endpoint, args.duration, f"round {number}", args.connections))
+            if args.unloaded:
+                for endpoint in ENDPOINTS:
+                    runs.append(load(endpoint, args.unloaded, UNLOADED, 1))
+        finally:
+            server.stop()
+        checks = rows_checks(runs, args.connections, redis_client)
+        redis_client.flushdb()
+    measured = [run for run in runs if run.label not in ("warm-up", UNLOADED)]
+    unloaded = [run for run in runs if run.label == UNLOADED]
+    summaries = {endpoint.key: Summary(endpoint) for endpoint in ENDPOINTS}
+    for run in measured:
+        summaries[run.endpoint.key].runs.append(run)
+    worker_class = "gthread" if args.threads > 1 else "sync"
+    what_if = "" if args.wsgi_app == "project.wsgi:application" else f", WHAT-IF {args.wsgi_app}"
+    header = (
+        f"PostgreSQL {BENCH_DATABASE}, Redis broker without a worker; gunicorn {worker_class} "
+        f"{args.workers} workers x {args.threads} threads (DEBUG=0, LOG_LEVEL={args.log_level}, "
+        f"access log on{what_if}); {loadgen} {args.connections} connections, {args.rounds} "
+        f"rounds x {args.duration:g} s per endpoint, interleaved; {os.cpu_count()} CPUs, load "
+        f"average {load_average:.2f} at start"
+    )
+    targets_held, checks_held = print_report(summaries, measured, unloaded, checks, header)
+    if args.keep_logs:
+        print(f"gunicorn log kept in {workdir}")
+    else:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return 0 if targets_held and checks_held else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,49 @@
+from django.contrib.auth.models import AbstractBaseUser
+from django.db.models import QuerySet
+from django.http import Http404
+
+from .models import Notification, WebhookDelivery, WebhookEndpoint
+
+
+def notification_list_for_user(*, user: AbstractBaseUser) -> QuerySet[Notification]:
+    return Notification.objects.filter(user=user)
+
+
+def notification_get_for_user(*, user: AbstractBaseUser, notification_id: int) -> Notification:
+    try:
+        return notification_list_for_user(user=user).get(pk=notification_id)
+    except Notification.DoesNotExist as exc:
+        raise Http404("No such notification.") from exc
+
+
+def webhook_endpoint_list_for_user(*, user: AbstractBaseUser) -> QuerySet[WebhookEndpoint]:
+    return WebhookEndpoint.objects.filter(user=user)
+
+
+def webhook_endpoint_get_for_user(*, user: AbstractBaseUser, endpoint_id: int) -> WebhookEndpoint:
+    """The user's own endpoint; anyone else's is a 404 (its existence is not disclosed)."""
+    try:
+        return webhook_endpoint_list_for_user(user=user).get(pk=endpoint_id)
+    except WebhookEndpoint.DoesNotExist as exc:
+        raise Http404("No such webhook endpoint.") from exc
+
+
+def webhook_delivery_list_for_user(
+    *,
+    user: AbstractBaseUser,
+    status: str | None = None,
+    endpoint_id: int | None = None,
+) -> QuerySet[WebhookDelivery]:
+    deliveries = WebhookDelivery.objects.filter(endpoint__user=user)
+    if status:
+        deliveries = deliveries.filter(status=status)
+    if endpoint_id is not None:
+        deliveries = deliveries.filter(endpoint_id=endpoint_id)
+    return deliveries.select_related("endpoint").prefetch_related("attempts")
+
+
+def webhook_delivery_get_for_user(*, user: AbstractBaseUser, delivery_id: int) -> WebhookDelivery:
+    try:
+        return webhook_delivery_list_for_user(user=user).get(pk=delivery_id)
+    except WebhookDelivery.DoesNotExist as exc:
+        raise Http404("No such webhook delivery.") from exc

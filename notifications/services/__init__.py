@@ -1,0 +1,44 @@
+"""Writes of the notifications app: notifications on every channel, webhook endpoints and
+deliveries."""
+
+from .notifications import notification_email_render, notification_mark_read, notification_send
+from .webhooks import (
+    DeliveryOutcome,
+    InvalidWebhookEndpoint,
+    WebhookError,
+    WebhookReplayNotAllowed,
+    webhook_body_encode,
+    webhook_deliveries_create,
+    webhook_deliveries_sweep,
+    webhook_delivery_enqueue,
+    webhook_delivery_replay,
+    webhook_delivery_send,
+    webhook_delivery_time_limit_record,
+    webhook_endpoint_create,
+    webhook_endpoint_delete,
+    webhook_event_id,
+    webhook_payload,
+    webhook_secret_generate,
+)
+
+__all__ = [
+    "DeliveryOutcome",
+    "InvalidWebhookEndpoint",
+    "WebhookError",
+    "WebhookReplayNotAllowed",
+    "notification_email_render",
+    "notification_mark_read",
+    "notification_send",
+    "webhook_body_encode",
+    "webhook_deliveries_create",
+    "webhook_deliveries_sweep",
+    "webhook_delivery_enqueue",
+    "webhook_delivery_replay",
+    "webhook_delivery_send",
+    "webhook_delivery_time_limit_record",
+    "webhook_endpoint_create",
+    "webhook_endpoint_delete",
+    "webhook_event_id",
+    "webhook_payload",
+    "webhook_secret_generate",
+]

@@ -1,0 +1,15 @@
+from django.apps import AppConfig
+
+
+class OrdersConfig(AppConfig):
+    name = "orders"
+    default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from notifications import kinds
+
+        from . import signals  # noqa: F401  (worker start-up hooks)
+        from .notifications import render_batch_finished, render_order_outcome
+
+        kinds.register("order.outcome", render_order_outcome)
+        kinds.register("batch.finished", render_batch_finished)

@@ -1,0 +1,212 @@
+import uuid
+from decimal import Decimal
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+
+class Product(models.Model):
+    sku = models.CharField(max_length=64, unique=True)
+    name = models.CharField(max_length=200)
+    price = models.DecimalField(max_digits=10, decimal_places=2)
+    currency = models.CharField(max_length=3, default="EUR")
+    stock = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["sku"]
+
+    def __str__(self) -> str:
+        return f"{self.sku} {self.name}"
+
+
+class OrderStatus(models.TextChoices):
+    ACCEPTED = "accepted"
+    PAYMENT_AUTHORIZED = "payment_authorized"
+    CART_VERIFIED = "cart_verified"
+    STOCK_RESERVED = "stock_reserved"
+    COMPENSATING = "compensating"
+    CONFIRMED = "confirmed"
+    PAYMENT_DECLINED = "payment_declined"
+    CART_REJECTED = "cart_rejected"
+    FAILED = "failed"
+
+
+TERMINAL_STATUSES = frozenset(
+    {
+        OrderStatus.CONFIRMED,
+        OrderStatus.PAYMENT_DECLINED,
+        OrderStatus.CART_REJECTED,
+        OrderStatus.FAILED,
+    }
+)
+
+
+class Batch(models.Model):
+    """Many orders placed at once (the B2B case); finished once every order is terminal."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="batches"
+    )
+    size = models.PositiveIntegerField()
+    correlation_id = models.CharField(max_length=64, db_index=True)
+    summary = models.JSONField(default=dict, blank=True)  # counts per status when finished
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name_plural = "batches"
+
+    def __str__(self) -> str:
+        return f"Batch {self.id} ({self.size} orders)"
+
+
+class Order(models.Model):
+    # UUIDs: ids are shown to users and sent to the provider as the reference; not enumerable.
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="orders"
+    )
+    batch = models.ForeignKey(
+        Batch, on_delete=models.PROTECT, null=True, blank=True, related_name="orders"
+    )
+    status = models.CharField(
+        max_length=32, choices=OrderStatus.choices, default=OrderStatus.ACCEPTED, db_index=True
+    )
+    total = models.DecimalField(max_digits=12, decimal_places=2, default=Decimal("0.00"))
+    currency = models.CharField(max_length=3, default="EUR")
+    payment_token = models.CharField(max_length=128)
+    correlation_id = models.CharField(max_length=64, db_index=True)
+    failure_reason = models.TextField(blank=True, default="")
+    # The step that ran out of retries and the status it started from: replay resumes there.
+    failed_step = models.CharField(max_length=64, blank=True, default="")
+    failed_from_status = models.CharField(max_length=32, blank=True, default="")
+    idempotency_key = models.CharField(max_length=255, null=True, blank=True)
+    request_fingerprint = models.CharField(max_length=64, blank=True, default="")
+    pipeline_started_at = models.DateTimeField(null=True, blank=True)
+    replays = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["user", "idempotency_key"],
+                condition=Q(idempotency_key__isnull=False),
+                name="order_unique_idempotency_key_per_user",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"Order {self.id} ({self.status})"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in TERMINAL_STATUSES
+
+
+class OrderLine(models.Model):
+    order = models.ForeignKey(Order, on_delete=models.CASCADE, related_name="lines")
+    product = models.ForeignKey(Product, on_delete=models.PROTECT, related_name="+")
+    sku = models.CharField(max_length=64)
+    quantity = models.PositiveIntegerField()
+    unit_price = models.DecimalField(max_digits=10, decimal_places=2)  # captured at order time
+    # Written by the cart check (one task per line); the aggregate reads them back.
+    check_ok = models.BooleanField(null=True, blank=True)
+    check_reason = models.CharField(max_length=200, blank=True, default="")
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return f"{self.quantity} x {self.sku}"
+
+    @property
+    def line_total(self) -> Decimal:
+        return self.unit_price * self.quantity
+
+
+class PaymentStatus(models.TextChoices):
+    AUTHORIZED = "authorized"
+    CAPTURED = "captured"
+    REFUNDED = "refunded"
+
+
+class Payment(models.Model):
+    order = models.OneToOneField(Order, on_delete=models.CASCADE, related_name="payment")
+    provider_payment_id = models.CharField(max_length=64, unique=True)
+    amount = models.DecimalField(max_digits=12, decimal_places=2)
+    currency = models.CharField(max_length=3)
+    status = models.CharField(max_length=16, choices=PaymentStatus.choices)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"{self.provider_payment_id} {self.status}"
+
+
+class OrderEvent(models.Model):
+    """The order's append-only timeline."""
+
+    order = models.ForeignKey(Order, on_delete=models.CASCADE, related_name="events")
+    name = models.CharField(max_length=64)
+    correlation_id = models.CharField(max_length=64, db_index=True)
+    attempt = models.PositiveIntegerField(default=1)
+    detail = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.name} @ {self.created_at:%H:%M:%S}"
+
+
+class OutboxMessage(models.Model):
+    """A message written in the same transaction as the change it announces (transactional outbox).
+
+    Published after commit; the relay publishes whatever a crash or a broker outage left behind.
+    """
+
+    task_name = models.CharField(max_length=128)
+    kwargs = models.JSONField(default=dict)
+    correlation_id = models.CharField(max_length=64, blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    published_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    # A publisher leases the row before sending, so the relay and the after-commit hook never
+    # both send it; a publisher that dies mid-way lets the lease run out and the relay retries.
+    lease_until = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    last_error = models.TextField(blank=True, default="")
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return f"{self.task_name} #{self.pk}"
+
+
+class DeadLetter(models.Model):
+    """A step that ran out of retries: everything needed to understand and replay it."""
+
+    order = models.ForeignKey(Order, on_delete=models.CASCADE, related_name="dead_letters")
+    task_name = models.CharField(max_length=128)
+    task_id = models.CharField(max_length=255, blank=True, default="")
+    step = models.CharField(max_length=64)
+    args = models.JSONField(default=list, blank=True)
+    kwargs = models.JSONField(default=dict, blank=True)
+    exception = models.TextField()
+    traceback = models.TextField(blank=True, default="")
+    correlation_id = models.CharField(max_length=64, db_index=True)
+    attempts = models.PositiveIntegerField(default=1)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    replayed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.task_name} for {self.order_id}"

@@ -1,0 +1,165 @@
+"""HTTP client for the payment provider (SPEC §4).
+
+Every POST carries an idempotency key derived from the order and the step, so a retried or
+duplicated task can never charge twice; every call has a timeout; 429 and 5xx are retryable,
+402 is a business outcome, other 4xx are final.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from decimal import Decimal
+
+import requests
+from django.conf import settings
+
+from .errors import PermanentError, RateLimitWait, Throttled, TransientError
+from .ratelimit import SlidingWindowLimiter, provider_limiter
+
+logger = logging.getLogger(__name__)
+
+_session = requests.Session()
+
+
+@dataclass(frozen=True)
+class ProviderPayment:
+    id: str
+    status: str
+    amount: str
+    currency: str
+
+
+@dataclass(frozen=True)
+class Declined:
+    code: str
+
+
+class PaymentProvider:
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        api_key: str,
+        timeout: float,
+        rate_limiter: SlidingWindowLimiter | None = None,
+        max_inline_wait: float = 2.0,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.api_key = api_key
+        self.timeout = timeout
+        self.rate_limiter = rate_limiter
+        self.max_inline_wait = max_inline_wait
+
+    def authorize(
+        self, *, amount: Decimal, currency: str, source: str, reference: str, idempotency_key: str
+    ) -> ProviderPayment | Declined:
+        response = self._request(
+            "POST",
+            "/v1/payments",
+            json={
+                "amount": f"{amount:.2f}",
+                "currency": currency,
+                "source": source,
+                "reference": reference,
+            },
+            idempotency_key=idempotency_key,
+        )
+        if response.status_code == 402:
+            return Declined(code=_error_code(response) or "declined")
+        body = self._expect(response, 201)
+        return ProviderPayment(
+            id=body["id"], status=body["status"], amount=body["amount"], currency=body["currency"]
+        )
+
+    def capture(self, *, payment_id: str, idempotency_key: str) -> str:
+        response = self._request(
+            "POST", f"/v1/payments/{payment_id}/capture", idempotency_key=idempotency_key
+        )
+        return self._expect(response, 200)["status"]
+
+    def refund(self, *, payment_id: str, idempotency_key: str) -> str:
+        response = self._request(
+            "POST", f"/v1/payments/{payment_id}/refund", idempotency_key=idempotency_key
+        )
+        return self._expect(response, 200)["status"]
+
+    def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: dict | None = None,
+        idempotency_key: str | None = None,
+    ) -> requests.Response:
+        self._wait_for_slot()
+        headers = {"Authorization": f"Bearer {self.api_key}"}
+        if idempotency_key:
+            headers["Idempotency-Key"] = idempotency_key
+        try:
+            response = _session.request(
+                method, self.base_url + path, json=json, headers=headers, timeout=self.timeout
+            )
+        except requests.RequestException as exc:
+            raise TransientError(f"provider unreachable: {exc.__class__.__name__}") from exc
+        if response.status_code == 429:
+            retry_after = _parse_retry_after(response.headers.get("Retry-After"))
+            raise Throttled("provider answered 429", retry_after=retry_after)
+        if response.status_code >= 500:
+            raise TransientError(f"provider answered {response.status_code}")
+        return response
+
+    def _wait_for_slot(self) -> None:
+        """Take a slot from the cluster-wide limiter before every call.
+
+        A slot within max_inline_wait is reserved and slept for in place: the worker keeps the
+        pace with no broker round trip, and the wait stays far below the visibility timeout. A
+        later slot is not reserved; the task is re-scheduled for then (RateLimitWait), so no
+        worker sleeps for long and no message is held unacknowledged past its timeout.
+        """
+        if self.rate_limiter is None:
+            return
+        reservation = self.rate_limiter.reserve(max_wait=self.max_inline_wait)
+        if not reservation.granted:
+            raise RateLimitWait(
+                "waiting for the provider's rate limit", retry_after=reservation.wait
+            )
+        if reservation.wait > 0:
+            logger.info(
+                "provider call waits for its rate-limit slot",
+                extra={"wait_seconds": round(reservation.wait, 3)},
+            )
+            time.sleep(reservation.wait)
+
+    @staticmethod
+    def _expect(response: requests.Response, status: int) -> dict:
+        if response.status_code != status:
+            raise PermanentError(
+                f"provider answered {response.status_code}: {_error_code(response) or 'error'}"
+            )
+        return response.json()
+
+
+def _parse_retry_after(value: str | None) -> float:
+    try:
+        return max(float(value), 0.0) if value is not None else 1.0
+    except ValueError:
+        return 1.0
+
+
+def _error_code(response: requests.Response) -> str:
+    try:
+        return str(response.json().get("error", {}).get("code", ""))
+    except ValueError:
+        return ""
+
+
+def get_provider() -> PaymentProvider:
+    return PaymentProvider(
+        base_url=settings.PAYMENT_PROVIDER_URL,
+        api_key=settings.PAYMENT_PROVIDER_API_KEY,
+        timeout=settings.PAYMENT_PROVIDER_TIMEOUT,
+        rate_limiter=provider_limiter(),
+        max_inline_wait=settings.PAYMENT_PROVIDER_MAX_INLINE_WAIT,
+    )

@@ -1,0 +1,104 @@
+from django.conf import settings
+from rest_framework import serializers
+
+from .models import Order, OrderEvent, OrderLine, OrderStatus, Product
+
+
+class ProductSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Product
+        fields = ["sku", "name", "price", "currency", "stock"]
+
+
+class OrderLineInputSerializer(serializers.Serializer):
+    sku = serializers.CharField(max_length=64)
+    quantity = serializers.IntegerField(min_value=1, max_value=10_000)
+
+
+class OrderCreateInputSerializer(serializers.Serializer):
+    lines = OrderLineInputSerializer(many=True, allow_empty=False)
+    payment_token = serializers.CharField(max_length=128)
+
+    def validate_lines(self, lines: list[dict]) -> list[dict]:
+        if len(lines) > settings.ORDER_MAX_LINES:
+            raise serializers.ValidationError(
+                f"At most {settings.ORDER_MAX_LINES} lines per order."
+            )
+        return lines
+
+
+class OrderLineSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = OrderLine
+        fields = ["sku", "quantity", "unit_price"]
+
+
+class OrderEventSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = OrderEvent
+        fields = ["name", "created_at", "attempt", "detail"]
+
+
+class OrderSerializer(serializers.ModelSerializer):
+    lines = OrderLineSerializer(many=True, read_only=True)
+
+    class Meta:
+        model = Order
+        fields = [
+            "id",
+            "status",
+            "total",
+            "currency",
+            "lines",
+            "correlation_id",
+            "failure_reason",
+            "created_at",
+            "updated_at",
+        ]
+        read_only_fields = fields
+
+
+class OrderDetailSerializer(OrderSerializer):
+    events = OrderEventSerializer(many=True, read_only=True)
+
+    class Meta(OrderSerializer.Meta):
+        fields = [*OrderSerializer.Meta.fields, "events"]
+        read_only_fields = fields
+
+
+class OrderListFilterSerializer(serializers.Serializer):
+    status = serializers.ChoiceField(choices=OrderStatus.choices, required=False)
+
+
+class OrderCreateQuerySerializer(serializers.Serializer):
+    wait = serializers.IntegerField(
+        min_value=0,
+        max_value=30,
+        required=False,
+        help_text="Seconds (0-30) to wait for a terminal status: 200 if reached, else 202.",
+    )
+
+
+class BatchCreateInputSerializer(serializers.Serializer):
+    orders = OrderCreateInputSerializer(many=True, allow_empty=False)
+
+    def validate_orders(self, orders: list[dict]) -> list[dict]:
+        if len(orders) > settings.BATCH_MAX_ORDERS:
+            raise serializers.ValidationError(
+                f"At most {settings.BATCH_MAX_ORDERS} orders per batch."
+            )
+        return orders
+
+
+class BatchAcceptedSerializer(serializers.Serializer):
+    id = serializers.UUIDField()
+    status_url = serializers.URLField()
+
+
+class BatchSerializer(serializers.Serializer):
+    id = serializers.UUIDField()
+    size = serializers.IntegerField()
+    counts = serializers.DictField(child=serializers.IntegerField())
+    done = serializers.BooleanField()
+    created_at = serializers.DateTimeField()
+    finished_at = serializers.DateTimeField(allow_null=True)

