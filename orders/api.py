@@ -7,11 +7,11 @@ from rest_framework.exceptions import APIException, ValidationError
 from rest_framework.permissions import IsAdminUser
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
 from project.api_errors import error_responses
 from project.observability import current_correlation_id
+from project.throttling import FailOpenScopedRateThrottle
 
 from . import live, selectors, services
 from .errors import IdempotencyConflict, InvalidOrder
@@ -57,7 +57,7 @@ class OrderListCreateApi(generics.GenericAPIView):
     throttle_scope = "order_create"
 
     def get_throttles(self):
-        return [ScopedRateThrottle()] if self.request.method == "POST" else []
+        return [FailOpenScopedRateThrottle()] if self.request.method == "POST" else []
 
     @extend_schema(
         parameters=[OrderListFilterSerializer],
@@ -159,7 +159,7 @@ class OrderReplayApi(APIView):
 
 
 class BatchCreateApi(APIView):
-    throttle_classes = [ScopedRateThrottle]
+    throttle_classes = [FailOpenScopedRateThrottle]
     throttle_scope = "batch_create"
 
     @extend_schema(

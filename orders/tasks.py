@@ -11,13 +11,26 @@ from datetime import timedelta
 from celery import Task, shared_task
 from django.conf import settings
 from django.db import InterfaceError, OperationalError
+from kombu.exceptions import OperationalError as BrokerError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from orders import services
 from orders.errors import RateLimitWait, Throttled, TransientError
 
 logger = logging.getLogger(__name__)
 
-RETRYABLE = (TransientError, OperationalError, InterfaceError)
+RETRYABLE = (
+    TransientError,
+    OperationalError,
+    InterfaceError,
+    RedisConnectionError,  # the limiter's Redis; the broker may be another server
+    RedisTimeoutError,
+)
+# The broker itself is unreachable: the step's own work is committed (or not started), but its
+# retry or the chain's next link could not be sent. That is no reason to fail the order: the
+# stuck-order sweeper re-dispatches it from its status once the broker is back.
+BROKER_UNREACHABLE = (BrokerError, RedisConnectionError, RedisTimeoutError)
 # Waiting for the provider's budget is not a failure, but 429s must not go on forever.
 MAX_THROTTLED_RETRIES = 100
 
@@ -81,6 +94,11 @@ class PipelineStep(Task):
     def on_failure(self, exc, task_id, args, kwargs, einfo) -> None:
         order_id = kwargs.get("order_id") or (args[0] if args else None)
         if order_id is None:
+            return
+        if isinstance(exc, BROKER_UNREACHABLE):
+            services.order_step_interrupt_record(
+                order_id=order_id, step=self.step, error=f"{exc.__class__.__name__}: {exc}"
+            )
             return
         services.order_fail(
             order_id=order_id,

@@ -7,8 +7,9 @@ from rest_framework.authtoken.serializers import AuthTokenSerializer
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
+
+from project.throttling import FailOpenScopedRateThrottle
 
 
 class TokenRequestSerializer(AuthTokenSerializer):
@@ -21,7 +22,7 @@ class TokenRequestSerializer(AuthTokenSerializer):
 class ObtainTokenApi(APIView):
     authentication_classes = []
     permission_classes = [AllowAny]
-    throttle_classes = [ScopedRateThrottle]  # by client IP: slows password guessing
+    throttle_classes = [FailOpenScopedRateThrottle]  # by client IP: slows password guessing
     throttle_scope = "auth_token"
 
     @extend_schema(

@@ -7,6 +7,7 @@ from .failures import (
     ReplayNotAllowed,
     order_fail,
     order_outcome_notification_kwargs,
+    order_step_interrupt_record,
     order_step_retry_record,
     replay_order,
 )
@@ -36,6 +37,7 @@ __all__ = [
     "order_fail",
     "order_outcome_notification_kwargs",
     "order_pipeline_start",
+    "order_step_interrupt_record",
     "order_step_retry_record",
     "order_stuck_sweep",
     "outbox_enqueue",

@@ -51,6 +51,19 @@ def order_step_retry_record(
     )
 
 
+def order_step_interrupt_record(*, order_id: str, step: str, error: str) -> None:
+    """The broker could not take a step's retry or next link. The order keeps its status and the
+    stuck-order sweeper moves it on from there once the broker is back; it is not a failure."""
+    order = Order.objects.filter(pk=order_id).first()
+    if order is None:
+        return
+    logger.warning(
+        "step interrupted by the broker, the sweeper will re-dispatch",
+        extra={"order_id": order_id, "step": step, "error": error},
+    )
+    event_record(order=order, name="step_interrupted", detail={"step": step, "error": error})
+
+
 def order_fail(
     *,
     order_id: str,

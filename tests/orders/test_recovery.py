@@ -248,15 +248,6 @@ def test_sigkill_of_a_whole_worker_mid_pipeline_loses_nothing_and_charges_nobody
 
 # --- 2. Broker outage ---------------------------------------------------------------------------
 
-ONE_REDIS_BUG = (
-    "Product bug: with REDIS_URL (and so CACHES, since CACHE_URL defaults to it) on the broker's "
-    "Redis, the default, POST /api/orders/ answers 500 while that Redis is down: DRF's "
-    "ScopedRateThrottle (orders/api.py OrderListCreateApi.get_throttles, "
-    "throttle_scope='order_create') reads its counter from the Redis cache "
-    "(project/settings.py CACHES) before the view runs, and the ConnectionError is not handled, "
-    "so the outbox never gets the order. Expected 202 (SPEC section 3: never 500)."
-)
-
 
 def api_session(user) -> requests.Session:
     session = requests.Session()
@@ -293,11 +284,7 @@ def beat_tick(broker_url: str, task_name: str) -> None:
         # REDIS_URL/CACHE_URL on another Redis that stays up: only the broker is gone.
         pytest.param("broker", id="broker-down"),
         # The default: REDIS_URL is the broker's Redis, so throttles and limits go down with it.
-        pytest.param(
-            "broker-cache-and-limits",
-            id="shared-redis-down",
-            marks=pytest.mark.xfail(strict=True, raises=AssertionError, reason=ONE_REDIS_BUG),
-        ),
+        pytest.param("broker-cache-and-limits", id="shared-redis-down"),
     ],
 )
 def test_broker_outage_the_api_still_accepts_and_the_outbox_delivers_after(
@@ -369,22 +356,7 @@ def test_broker_outage_the_api_still_accepts_and_the_outbox_delivers_after(
     assert_nothing_lost_nobody_charged_twice(orders, provider, initial_stock_of(catalog))
 
 
-OUTAGE_FAILS_ORDERS_BUG = (
-    "Product bug: a broker outage dead-letters orders whose step succeeded. When a step's "
-    "service has committed (e.g. payment_authorize: order payment_authorized, authorization held "
-    "at the provider) but Celery cannot publish the chain's next link "
-    "(kombu.exceptions.OperationalError: connection refused), the task is marked failed and "
-    "PipelineStep.on_failure (orders/tasks.py) calls order_fail "
-    "(orders/services/failures.py): 'authorize_payment failed after 1 attempt(s): "
-    "OperationalError: Error 111 connecting to ...'. kombu's OperationalError is not in "
-    "RETRYABLE and no retry happens. Expected (SPEC 1: transient errors retry; 2: failed means "
-    "out of retries): once the broker is back the order goes on (the sweeper re-dispatches it "
-    "from its status) and ends confirmed; typically 3-4 of the 8 orders end failed instead."
-)
-
-
 @pytest.mark.pipeline
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=OUTAGE_FAILS_ORDERS_BUG)
 def test_broker_outage_mid_pipeline_loses_nothing_and_charges_nobody_twice(
     provider, catalog, customer, tmp_path
 ):

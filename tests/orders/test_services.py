@@ -523,6 +523,27 @@ def test_order_fail_dead_letters_the_step_and_fails_the_order_once(catalog, cust
     assert order.events.filter(name="failed").count() == 1
 
 
+def test_a_step_interrupted_by_the_broker_is_not_a_failure(catalog, customer):
+    """The broker refused a step's next link: the order keeps its status for the sweeper."""
+    from orders.tasks import authorize_payment
+
+    order = place(customer)
+    authorize_payment.on_failure(
+        BrokerOperationalError("Error 111 connecting to 127.0.0.1:6379. Connection refused."),
+        "task-id",
+        (),
+        {"order_id": str(order.pk)},
+        None,
+    )
+
+    order.refresh_from_db()
+    assert order.status == OrderStatus.ACCEPTED
+    assert not DeadLetter.objects.exists()
+    interrupted = order.events.get(name="step_interrupted")
+    assert interrupted.detail["step"] == "authorize_payment"
+    assert "Connection refused" in interrupted.detail["error"]
+
+
 def test_order_fail_for_an_unknown_order_is_none(db):
     assert fail(Order(pk="00000000-0000-0000-0000-000000000000")) is None
     assert not DeadLetter.objects.exists()
