@@ -62,7 +62,7 @@ SKU = "BENCH-1"
 RATE_LIMIT_WAIT_MESSAGE = "waiting for the provider's rate limit"  # orders/provider.py
 PROVIDER_RATE = "2/s"  # the provider's contract (SPEC 4), per API key, rolling window
 TARGET_RATIO = 1.05
-DEFAULT_MARGIN = 0.02  # PAYMENT_PROVIDER_RATE_MARGIN's default in project/settings.py
+DEFAULT_MARGIN = 0.04  # PAYMENT_PROVIDER_RATE_MARGIN's default in project/settings.py
 POLL_INTERVAL = 0.25
 _CONFIG_RE = re.compile(r"^(\d+)x(\d+)(-celery-only|-limiter-only)?((?:@[A-Z0-9_]+=[^@]*)*)$")
 

@@ -12,9 +12,13 @@ class TransientError(OrderflowError):
 class Throttled(TransientError):
     """The provider (or our own limiter) asks us to come back later; not a failure of the step."""
 
-    def __init__(self, message: str, *, retry_after: float) -> None:
+    def __init__(self, message: str, retry_after: float = 1.0) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+    def __reduce__(self):
+        # Celery pickles a task's exception into its result and retry; keep retry_after.
+        return (self.__class__, (str(self), self.retry_after))
 
 
 class RateLimitWait(Throttled):

@@ -24,8 +24,9 @@ bucket:
 ``margin`` widens the window the limiter enforces: a request leaves after its slot (return trip
 from Redis, sleep overshoot, network), and uneven delays could otherwise put ``limit + 1``
 arrivals into one of the provider's windows. The throughput cost is ``margin / window``. The margin
-must exceed the spread of grant-to-send delays; raise it for thread or gevent pools, where a reply
-can wait for the GIL or the event loop.
+must exceed the spread of grant-to-arrival delays; on 2 busy cores 20 ms was too little and the
+40 ms default gave no 429 in any measured run (bench/README.md). Raise it for thread or gevent
+pools, where a reply can wait for the GIL or the event loop.
 
 ``max_wait`` makes check-and-reserve atomic: a slot further away than ``max_wait`` is not
 recorded, so a Celery task can retry with ``countdown=reservation.wait`` instead of holding a

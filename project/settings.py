@@ -219,7 +219,7 @@ PAYMENT_PROVIDER_TIMEOUT = env.float("PAYMENT_PROVIDER_TIMEOUT", default=10.0)
 # The cluster-wide limiter (orders/ratelimit.py); off only to measure the baseline without it.
 PAYMENT_PROVIDER_CLUSTER_RATE_LIMIT = env.bool("PAYMENT_PROVIDER_CLUSTER_RATE_LIMIT", default=True)
 # Slack added to the provider's window against network jitter (costs margin/window throughput).
-PAYMENT_PROVIDER_RATE_MARGIN = env.float("PAYMENT_PROVIDER_RATE_MARGIN", default=0.02)
+PAYMENT_PROVIDER_RATE_MARGIN = env.float("PAYMENT_PROVIDER_RATE_MARGIN", default=0.04)
 # A provider call waits in place for a slot at most this long; further slots re-schedule the task.
 PAYMENT_PROVIDER_MAX_INLINE_WAIT = env.float("PAYMENT_PROVIDER_MAX_INLINE_WAIT", default=2.0)
 PIPELINE_MAX_RETRIES = env.int("PIPELINE_MAX_RETRIES", default=5)
