@@ -44,6 +44,11 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["TEST"] = {"NAME": str(BASE_DIR / f".pytest-db-{RUN_ID}.sqlite3")}
 else:
     DATABASES["default"]["TEST"] = {"NAME": f"test_orderflow_{RUN_ID}"}
+    # Worker threads outlive their tests; persistent connections would keep the test database
+    # busy when pytest-django drops it.
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
+# WhiteNoise warns about a missing STATIC_ROOT on every request otherwise.
+(BASE_DIR / "staticfiles").mkdir(exist_ok=True)
 # On RabbitMQ the worker's event loop only wakes for timers: a short AMQP heartbeat lets a
 # stopping test worker notice within a second or two instead of ten.
 CELERY_BROKER_HEARTBEAT = 2
