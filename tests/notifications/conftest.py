@@ -12,7 +12,8 @@ import pytest
 from notifications.models import WebhookDelivery, WebhookEndpoint
 from notifications.services import DeliveryOutcome, webhook_delivery_send
 from orders.models import Order
-from orders.services import order_create, order_fail
+from orders.services import order_create
+from tests.factories import order_failed
 
 
 @dataclass(frozen=True)
@@ -162,15 +163,4 @@ def place(user, *, card: str = "tok_ok") -> Order:
     return order
 
 
-def failed(order: Order) -> Order:
-    return order_fail(
-        order_id=str(order.pk),
-        step="authorize_payment",
-        task_name="orders.authorize_payment",
-        task_id="task-1",
-        args=[str(order.pk)],
-        kwargs={},
-        exception="TransientError: provider unreachable",
-        traceback="",
-        attempts=6,
-    )
+failed = order_failed

@@ -11,32 +11,11 @@ from notifications.services import notification_send, webhook_event_id
 from notifications.signing import verify_signature
 from orders.models import Order, OrderStatus
 from orders.services import (
-    order_create,
-    order_fail,
     order_outcome_notification_kwargs,
     payment_authorize,
     replay_order,
 )
-from tests.notifications.conftest import deliver, make_endpoint
-
-
-def place(user, *, card: str = "tok_ok") -> Order:
-    order, _ = order_create(user=user, lines=[{"sku": "BOOK-1", "quantity": 2}], payment_token=card)
-    return order
-
-
-def failed(order: Order) -> Order:
-    return order_fail(
-        order_id=str(order.pk),
-        step="authorize_payment",
-        task_name="orders.authorize_payment",
-        task_id="task-1",
-        args=[str(order.pk)],
-        kwargs={},
-        exception="TransientError: provider unreachable",
-        traceback="",
-        attempts=6,
-    )
+from tests.notifications.conftest import deliver, failed, make_endpoint, place
 
 
 def send_outcome(order: Order) -> Notification | None:

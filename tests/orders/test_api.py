@@ -13,8 +13,9 @@ from rest_framework.test import APIClient
 
 from notifications.models import Notification
 from orders.models import DeadLetter, Order, OrderStatus, Product
-from orders.services import order_create, order_fail
+from orders.services import order_create
 from tests.conftest import client_for
+from tests.factories import order_failed
 
 ORDERS_URL = "/api/orders/"
 BODY = {
@@ -39,20 +40,6 @@ def place(user, *, sku: str = "BOOK-1", quantity: int = 1) -> Order:
         user=user, lines=[{"sku": sku, "quantity": quantity}], payment_token="tok_ok"
     )
     return order
-
-
-def failed(order: Order) -> Order:
-    return order_fail(
-        order_id=str(order.pk),
-        step="authorize_payment",
-        task_name="orders.authorize_payment",
-        task_id="task-1",
-        args=[str(order.pk)],
-        kwargs={},
-        exception="TransientError: provider unreachable",
-        traceback="",
-        attempts=6,
-    )
 
 
 def ids(response) -> set[str]:
@@ -250,7 +237,7 @@ def test_idempotency_key_longer_than_255_is_400(api, catalog):
 
 def test_create_with_wait_answers_200_when_the_order_is_terminal(api, catalog):
     first = post_order(api, HTTP_IDEMPOTENCY_KEY="checkout-1")
-    failed(Order.objects.get(pk=first.json()["id"]))
+    order_failed(Order.objects.get(pk=first.json()["id"]))
 
     response = api.post(
         f"{ORDERS_URL}?wait=1", BODY, format="json", HTTP_IDEMPOTENCY_KEY="checkout-1"
@@ -293,7 +280,7 @@ def test_list_shows_own_orders_and_staff_sees_all(api, catalog, customer, other_
 
 
 def test_list_filters_by_status(api, catalog, customer):
-    broken = str(failed(place(customer)).pk)
+    broken = str(order_failed(place(customer)).pk)
     fine = str(place(customer, sku="MUG-1").pk)
 
     assert ids(api.get(ORDERS_URL, {"status": "failed"})) == {broken}
@@ -414,7 +401,7 @@ def replay_url(order_id) -> str:
 
 
 def test_replay_by_a_customer_is_403(api, catalog, customer):
-    order = failed(place(customer))
+    order = order_failed(place(customer))
 
     response = api.post(replay_url(order.pk))
 
@@ -436,7 +423,7 @@ def test_replay_of_a_non_failed_order_is_409(catalog, customer, staff):
 
 
 def test_replay_of_a_failed_order_is_202_and_resumes_it(catalog, customer, staff):
-    order = failed(place(customer))
+    order = order_failed(place(customer))
 
     response = client_for(staff).post(replay_url(order.pk))
 

@@ -36,7 +36,6 @@ from orders.services import (
     cart_verify,
     order_confirm,
     order_create,
-    order_fail,
     outbox_enqueue,
     outbox_publish,
     outbox_relay,
@@ -45,6 +44,7 @@ from orders.services import (
 )
 from project.celery import app as celery_app
 from project.observability import MESSAGE_HEADER
+from tests.factories import order_failed
 
 START_PIPELINE = "orders.start_pipeline"
 BOOK_AND_MUG = [{"sku": "BOOK-1", "quantity": 2}, {"sku": "MUG-1", "quantity": 1}]
@@ -86,20 +86,6 @@ def verified(user, **kwargs) -> Order:
     order = authorized(user, **kwargs)
     check_lines(order)
     return cart_verify(order_id=str(order.pk))
-
-
-def fail(order: Order, *, step: str = "authorize_payment", attempts: int = 6) -> Order | None:
-    return order_fail(
-        order_id=str(order.pk),
-        step=step,
-        task_name=f"orders.{step}",
-        task_id="task-1",
-        args=[str(order.pk)],
-        kwargs={"throttled": 0},
-        exception="TransientError: provider unreachable: ConnectionError",
-        traceback="Traceback (most recent call last): ...",
-        attempts=attempts,
-    )
 
 
 def provider_counts(sandbox) -> tuple[int, int, int]:
@@ -495,7 +481,7 @@ def test_confirm_when_sold_out_after_the_check_refunds_and_takes_no_stock(
 def test_order_fail_dead_letters_the_step_and_fails_the_order_once(catalog, customer):
     order = place(customer, correlation_id="corr-fail")
 
-    failed = fail(order)
+    failed = order_failed(order)
 
     assert failed.status == OrderStatus.FAILED
     order.refresh_from_db()
@@ -514,7 +500,7 @@ def test_order_fail_dead_letters_the_step_and_fails_the_order_once(catalog, cust
     assert notify.kwargs["kind"] == "order.outcome"
     assert notify.kwargs["context"]["order_id"] == str(order.pk)
 
-    again = fail(order, step="check_cart", attempts=2)
+    again = order_failed(order, step="check_cart", attempts=2)
 
     assert again.status == OrderStatus.FAILED
     order.refresh_from_db()
@@ -545,7 +531,7 @@ def test_a_step_interrupted_by_the_broker_is_not_a_failure(catalog, customer):
 
 
 def test_order_fail_for_an_unknown_order_is_none(db):
-    assert fail(Order(pk="00000000-0000-0000-0000-000000000000")) is None
+    assert order_failed(Order(pk="00000000-0000-0000-0000-000000000000")) is None
     assert not DeadLetter.objects.exists()
 
 
@@ -553,7 +539,7 @@ def test_replay_restores_the_failed_step_and_enqueues_the_pipeline(
     sandbox, catalog, customer, staff
 ):
     order = authorized(customer)
-    fail(order, step="check_cart")
+    order_failed(order, step="check_cart")
 
     replayed = replay_order(order_id=str(order.pk), actor=staff)
 
@@ -574,7 +560,7 @@ def test_replay_restores_the_failed_step_and_enqueues_the_pipeline(
 
 def test_replay_of_a_non_failed_order_is_not_allowed(catalog, customer):
     order = place(customer)
-    fail(order)
+    order_failed(order)
     replay_order(order_id=str(order.pk))
 
     with pytest.raises(ReplayNotAllowed):
