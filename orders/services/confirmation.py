@@ -46,42 +46,40 @@ def _reserve_stock(order: Order, attempt: int) -> None:
                 )
 
 
-def _capture(order: Order, attempt: int) -> None:
-    status = get_provider().capture(
+def _settle(
+    order: Order,
+    attempt: int,
+    *,
+    action: str,
+    from_status: str,
+    payment_status: str,
+    to_status: str,
+) -> None:
+    """Capture or refund at the provider, then record it once under the row lock.
+
+    The provider call is idempotent by key, so a second run after a crash repeats the call
+    harmlessly and finds the status already moved on.
+    """
+    provider_call = getattr(get_provider(), action)
+    status = provider_call(
         payment_id=order.payment.provider_payment_id,
-        idempotency_key=idempotency_key_for(order, "capture"),
+        idempotency_key=idempotency_key_for(order, action),
     )
     with transaction.atomic():
         locked = Order.objects.select_for_update().get(pk=order.pk)
-        if locked.status != OrderStatus.STOCK_RESERVED:
+        if locked.status != from_status:
             return
-        locked.payment.status = PaymentStatus.CAPTURED
+        locked.payment.status = payment_status
         locked.payment.save(update_fields=["status", "updated_at"])
-        locked.status = OrderStatus.CONFIRMED
+        locked.status = to_status
         locked.save(update_fields=["status", "updated_at"])
         event_record(
-            order=locked, name="payment_captured", attempt=attempt, detail={"status": status}
+            order=locked,
+            name=f"payment_{payment_status}",
+            attempt=attempt,
+            detail={"status": status},
         )
-        event_record(order=locked, name="confirmed", attempt=attempt)
-
-
-def _compensate(order: Order, attempt: int) -> None:
-    status = get_provider().refund(
-        payment_id=order.payment.provider_payment_id,
-        idempotency_key=idempotency_key_for(order, "refund"),
-    )
-    with transaction.atomic():
-        locked = Order.objects.select_for_update().get(pk=order.pk)
-        if locked.status != OrderStatus.COMPENSATING:
-            return
-        locked.payment.status = PaymentStatus.REFUNDED
-        locked.payment.save(update_fields=["status", "updated_at"])
-        locked.status = OrderStatus.CART_REJECTED
-        locked.save(update_fields=["status", "updated_at"])
-        event_record(
-            order=locked, name="payment_refunded", attempt=attempt, detail={"status": status}
-        )
-        event_record(order=locked, name="cart_rejected", attempt=attempt)
+        event_record(order=locked, name=str(to_status), attempt=attempt)
 
 
 def order_confirm(*, order_id: str, attempt: int = 1) -> Order:
@@ -96,8 +94,22 @@ def order_confirm(*, order_id: str, attempt: int = 1) -> Order:
         _reserve_stock(order, attempt)
         order.refresh_from_db()
     if order.status == OrderStatus.STOCK_RESERVED:
-        _capture(order, attempt)
+        _settle(
+            order,
+            attempt,
+            action="capture",
+            from_status=OrderStatus.STOCK_RESERVED,
+            payment_status=PaymentStatus.CAPTURED,
+            to_status=OrderStatus.CONFIRMED,
+        )
     elif order.status == OrderStatus.COMPENSATING:
-        _compensate(order, attempt)
+        _settle(
+            order,
+            attempt,
+            action="refund",
+            from_status=OrderStatus.COMPENSATING,
+            payment_status=PaymentStatus.REFUNDED,
+            to_status=OrderStatus.CART_REJECTED,
+        )
     order.refresh_from_db()
     return order
