@@ -53,7 +53,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -64,8 +64,14 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 if str(BASE_DIR) not in sys.path:  # `python bench/pipeline.py` puts bench/, not the project
     sys.path.insert(0, str(BASE_DIR))
 
-LOCALHOST = "127.0.0.1"
-POSTGRES_ADMIN_DSN = f"host={LOCALHOST} port=5432 user=postgres dbname=postgres connect_timeout=3"
+from bench.support import (  # noqa: E402
+    LOCALHOST,
+    POSTGRES_ADMIN_DSN,
+    migrate,
+    percentile,
+    postgres_database,
+)
+
 BENCH_DATABASE = "orderflow_bench_pipeline"
 DEFAULT_REDIS_URL = f"redis://{LOCALHOST}:6379/11"
 QUEUES = "orders,provider,notifications"
@@ -82,49 +88,6 @@ def require_local(url: str) -> None:
     host = urlsplit(url).hostname
     if host not in (None, "", LOCALHOST, "localhost"):
         raise SystemExit(f"refusing to talk to {host!r}: this benchmark only uses {LOCALHOST}")
-
-
-def percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(len(ordered) * fraction))] if ordered else 0.0
-
-
-# --- database ----------------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def bench_database() -> Iterator[str]:
-    """Yield the DATABASE_URL of a fresh PostgreSQL database; drop it afterwards."""
-    import psycopg
-
-    def admin(statement: str) -> None:
-        with psycopg.connect(POSTGRES_ADMIN_DSN, autocommit=True) as connection:
-            connection.execute(statement)
-
-    admin(f"DROP DATABASE IF EXISTS {BENCH_DATABASE} WITH (FORCE)")
-    admin(f"CREATE DATABASE {BENCH_DATABASE}")
-    try:
-        yield f"postgres://postgres@{LOCALHOST}:5432/{BENCH_DATABASE}"
-    finally:
-        with contextlib.suppress(Exception):
-            from django.db import connections
-
-            connections.close_all()
-        admin(f"DROP DATABASE IF EXISTS {BENCH_DATABASE} WITH (FORCE)")
-
-
-def migrate(env: dict[str, str]) -> None:
-    result = subprocess.run(
-        [sys.executable, "manage.py", "migrate", "--noinput", "--verbosity", "0"],
-        cwd=BASE_DIR,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    if result.returncode:
-        raise SystemExit(f"migrate failed:\n{result.stdout}\n{result.stderr}")
 
 
 def seed():
@@ -820,7 +783,7 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="orderflow-bench-pipeline-"))
     load_average = os.getloadavg()[0]
     results: list[Measurement] = []
-    with bench_database() as database_url:
+    with postgres_database(BENCH_DATABASE) as database_url:
         sandbox = SandboxProcess()
         try:
             env = {

@@ -51,8 +51,8 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 if str(BASE_DIR) not in sys.path:  # `python bench/rate_limit.py` puts bench/, not the project
     sys.path.insert(0, str(BASE_DIR))
 
-LOCALHOST = "127.0.0.1"
-POSTGRES_ADMIN_DSN = f"host={LOCALHOST} port=5432 user=postgres dbname=postgres connect_timeout=3"
+from bench.support import LOCALHOST, migrate, postgres_answers, postgres_database  # noqa: E402
+
 BENCH_DATABASE = "orderflow_bench"
 DEFAULT_REDIS_URL = f"redis://{LOCALHOST}:6379/13"
 DEFAULT_CONFIGS = ["1x1", "2x4", "4x2", "2x4-celery-only"]
@@ -111,16 +111,6 @@ def require_local(url: str) -> None:
 # --- database --------------------------------------------------------------------------------
 
 
-def postgres_answers() -> bool:
-    try:
-        import psycopg
-
-        with psycopg.connect(POSTGRES_ADMIN_DSN):
-            return True
-    except Exception:  # any failure (no driver, no server, auth) means: use SQLite
-        return False
-
-
 @contextlib.contextmanager
 def bench_database(kind: str, workdir: Path) -> Iterator[str]:
     """Yield the DATABASE_URL of a fresh, empty database; drop it afterwards."""
@@ -129,36 +119,8 @@ def bench_database(kind: str, workdir: Path) -> Iterator[str]:
     if kind == "sqlite":
         yield f"sqlite:///{workdir / 'bench.sqlite3'}"  # the temp dir goes with the run
         return
-    import psycopg
-
-    def admin(statement: str) -> None:
-        with psycopg.connect(POSTGRES_ADMIN_DSN, autocommit=True) as connection:
-            connection.execute(statement)
-
-    admin(f"DROP DATABASE IF EXISTS {BENCH_DATABASE} WITH (FORCE)")
-    admin(f"CREATE DATABASE {BENCH_DATABASE}")
-    try:
-        yield f"postgres://postgres@{LOCALHOST}:5432/{BENCH_DATABASE}"
-    finally:
-        with contextlib.suppress(Exception):
-            from django.db import connections
-
-            connections.close_all()
-        admin(f"DROP DATABASE IF EXISTS {BENCH_DATABASE} WITH (FORCE)")
-
-
-def migrate(env: dict[str, str]) -> None:
-    result = subprocess.run(
-        [sys.executable, "manage.py", "migrate", "--noinput", "--verbosity", "0"],
-        cwd=BASE_DIR,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    if result.returncode:
-        raise SystemExit(f"migrate failed:\n{result.stdout}\n{result.stderr}")
+    with postgres_database(BENCH_DATABASE) as url:
+        yield url
 
 
 def seed():
