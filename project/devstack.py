@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -100,13 +101,24 @@ def main() -> int:
         "Press Ctrl-C to stop.\n",
         flush=True,
     )
+    honcho = subprocess.Popen(  # noqa: S603
+        [str(Path(sys.executable).parent / "honcho"), "start", "-f", "Procfile"], cwd=BASE_DIR
+    )
+
+    stopping = []
+
+    def stop(signum, _frame) -> None:
+        stopping.append(signum)
+        # honcho stops every process it started (a warm shutdown for the worker); Ctrl-C in a
+        # terminal reaches it directly as well, and honcho ignores the second request.
+        honcho.send_signal(signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGHUP, stop)
     try:
-        return subprocess.call(  # noqa: S603
-            [str(Path(sys.executable).parent / "honcho"), "start", "-f", "Procfile"],
-            cwd=BASE_DIR,
-        )
-    except KeyboardInterrupt:
-        return 0
+        returncode = honcho.wait()
+        return 0 if stopping else returncode  # stopped on request is a clean exit
     finally:
         if embedded is not None:
             stop_embedded_redis(embedded)
