@@ -86,11 +86,22 @@ def logging_config(*, json: bool, level: str) -> dict:
             # Celery's own per-task lines duplicate ours (which carry the correlation id).
             "celery.app.trace": {"level": "WARNING"},
             "celery.worker.strategy": {"level": "WARNING"},
+            "celery.beat": {"level": "WARNING"},  # "Sending due task" every 5 s
         },
     }
 
 
 # --- Celery: carry the id and log the four moments of each task ---------------------------------
+
+# Beat runs these every few seconds; their routine moments are DEBUG so that the log shows orders.
+# A failure is logged as for any task.
+HOUSEKEEPING_TASKS = frozenset(
+    {"orders.relay_outbox", "orders.sweep_stuck_orders", "notifications.sweep_webhook_deliveries"}
+)
+
+
+def _routine_level(task_name: str | None) -> int:
+    return logging.DEBUG if task_name in HOUSEKEEPING_TASKS else logging.INFO
 
 
 @signals.before_task_publish.connect
@@ -101,7 +112,8 @@ def _add_correlation_header(sender=None, headers=None, **kwargs) -> None:
     correlation_id = headers.get(MESSAGE_HEADER) or current_correlation_id()
     if correlation_id:
         headers[MESSAGE_HEADER] = correlation_id
-    logger.info(
+    logger.log(
+        _routine_level(sender),
         "task triggered",
         extra={"task": sender, "task_id": headers.get("id"), HEADER: correlation_id},
     )
@@ -115,7 +127,8 @@ def _bind_task_context(task_id=None, task=None, **kwargs) -> None:
     if correlation_id:
         bind_correlation_id(correlation_id)
     task.request._orderflow_started = time.monotonic()
-    logger.info(
+    logger.log(
+        _routine_level(task.name),
         "task received",
         extra={
             "task": task.name,
@@ -129,7 +142,8 @@ def _bind_task_context(task_id=None, task=None, **kwargs) -> None:
 @signals.task_success.connect
 def _log_success(sender=None, **kwargs) -> None:
     started = getattr(sender.request, "_orderflow_started", None)
-    logger.info(
+    logger.log(
+        _routine_level(sender.name),
         "task handled",
         extra={
             "task": sender.name,
