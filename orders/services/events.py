@@ -7,9 +7,18 @@ logger = logging.getLogger("orders.timeline")
 
 
 def event_record(
-    *, order: Order, name: str, attempt: int = 1, detail: dict | None = None
+    *,
+    order: Order,
+    name: str,
+    attempt: int = 1,
+    detail: dict | None = None,
+    announce: bool = True,
 ) -> OrderEvent:
-    """Append an event to the order's timeline (and the log, with the correlation id)."""
+    """Append an event to the order's timeline (and the log, with the correlation id).
+
+    `announce` publishes it to the order's live channel after commit (orders/live.py); an
+    order's first event skips that, since nobody can be subscribed to an order not yet created.
+    """
     event = OrderEvent.objects.create(
         order=order,
         name=name,
@@ -17,7 +26,8 @@ def event_record(
         attempt=attempt,
         detail=detail or {},
     )
-    live.announce(order=order, event=name)
+    if announce:
+        live.announce(order=order, event=name)
     logger.info(
         "order event %s",
         name,

@@ -1,3 +1,4 @@
+import contextlib
 import hashlib
 import json
 import uuid
@@ -31,6 +32,7 @@ def _fingerprint(*, lines: list[dict], payment_token: str) -> str:
 
 
 def _existing_for_key(*, user: AbstractBaseUser, idempotency_key: str, fingerprint: str) -> Order:
+    """The order this user first placed with this key; raises Order.DoesNotExist if none."""
     order = Order.objects.get(user=user, idempotency_key=idempotency_key)
     if order.request_fingerprint != fingerprint:
         raise IdempotencyConflict(
@@ -66,7 +68,11 @@ def _order_insert(
     batch: Batch | None = None,
     idempotency_key: str | None = None,
 ) -> Order:
-    """Write an order, its lines (prices captured now) and its first timeline event."""
+    """Write an order, its lines (prices captured now) and its first timeline event.
+
+    The order comes back with those lines and that event prefetched, as the selectors return an
+    order: serialising the new order reads nothing back from the database.
+    """
     order = Order.objects.create(
         user=user,
         batch=batch,
@@ -79,7 +85,7 @@ def _order_insert(
             (products[line["sku"]].price * line["quantity"] for line in lines), Decimal("0.00")
         ),
     )
-    OrderLine.objects.bulk_create(
+    order_lines = OrderLine.objects.bulk_create(
         [
             OrderLine(
                 order=order,
@@ -91,7 +97,23 @@ def _order_insert(
             for line in lines
         ]
     )
-    event_record(order=order, name="accepted", detail={"lines": len(lines)})
+    # Nobody can be listening on a brand-new order's channel yet: no live announcement.
+    accepted = event_record(
+        order=order, name="accepted", detail={"lines": len(lines)}, announce=False
+    )
+    return _prefetched(order, lines=order_lines, events=[accepted])
+
+
+def _prefetched(order: Order, **related: list) -> Order:
+    """Fill the order's related managers with objects just written, as prefetch_related would
+    after reading them (Django's prefetch cache: a queryset whose results are already known)."""
+    cache = {}
+    for name, objects in related.items():
+        queryset = getattr(order, name).all()
+        queryset._result_cache = list(objects)
+        queryset._prefetch_done = True
+        cache[name] = queryset
+    order._prefetched_objects_cache = cache
     return order
 
 
@@ -109,21 +131,23 @@ def order_create(
     body, returns the first order and creates nothing; with a different body, raises
     IdempotencyConflict.
     """
+    # No look-up of the key before the insert: a repeated key is rare, and the unique
+    # constraint on (user, idempotency_key) finds it at no cost for the common first request.
     fingerprint = _fingerprint(lines=lines, payment_token=payment_token)
-    if idempotency_key:
-        try:
-            existing = _existing_for_key(
-                user=user, idempotency_key=idempotency_key, fingerprint=fingerprint
-            )
-            return existing, False
-        except Order.DoesNotExist:
-            pass
-
     products = Product.objects.in_bulk([line["sku"] for line in lines], field_name="sku")
     errors = _validate_lines(lines, products)
     if errors:
+        if idempotency_key:
+            # A key already used answers as before (its order, or 409), whatever the catalog
+            # says about the body now.
+            with contextlib.suppress(Order.DoesNotExist):
+                existing = _existing_for_key(
+                    user=user, idempotency_key=idempotency_key, fingerprint=fingerprint
+                )
+                return existing, False
         raise InvalidOrder(errors)
     try:
+        # A savepoint when the caller holds a transaction: the key's look-up below still runs.
         with transaction.atomic():
             order = _order_insert(
                 user=user,
@@ -138,13 +162,17 @@ def order_create(
                 kwargs={"order_id": str(order.pk)},
                 correlation_id=order.correlation_id,
             )
-    except IntegrityError:
-        # Two requests raced with one key: the unique constraint let one in; answer with it.
+    except IntegrityError as exc:
+        # The key was used before, or by a request racing this one: the unique constraint let
+        # one order in; answer with it (or 409 for another body).
         if not idempotency_key:
             raise
-        existing = _existing_for_key(
-            user=user, idempotency_key=idempotency_key, fingerprint=fingerprint
-        )
+        try:
+            existing = _existing_for_key(
+                user=user, idempotency_key=idempotency_key, fingerprint=fingerprint
+            )
+        except Order.DoesNotExist:
+            raise exc from None  # another constraint failed: not ours to explain
         return existing, False
     return order, True
 
