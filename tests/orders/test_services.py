@@ -36,7 +36,6 @@ from orders.services import (
     cart_verify,
     order_confirm,
     order_create,
-    outbox_enqueue,
     outbox_publish,
     outbox_relay,
     payment_authorize,
@@ -193,6 +192,9 @@ def test_order_create_writes_its_outbox_row_unpublished_until_commit(catalog, cu
     assert message.correlation_id == order.correlation_id
     assert message.published_at is None
     assert message.attempts == 0
+    # Leased to the request that wrote it, which sends it after commit: the relay keeps off.
+    assert message.lease_until > timezone.now()
+    assert outbox_relay() == 0
 
 
 @pytest.mark.django_db(transaction=True)
@@ -576,8 +578,8 @@ def test_replay_of_a_non_failed_order_is_not_allowed(catalog, customer):
 
 
 def unpublished_message() -> OutboxMessage:
-    # Written inside the test's transaction, which never commits: nothing publishes it but us.
-    return outbox_enqueue(
+    """A row its writer never sent (it died after commit, its lease ran out): the relay's."""
+    return OutboxMessage.objects.create(
         task_name=START_PIPELINE, kwargs={"order_id": "outbox-test"}, correlation_id="corr-outbox"
     )
 
@@ -628,7 +630,7 @@ def test_outbox_message_under_a_lease_is_left_to_its_holder(db, broker_redis):
 
 def test_outbox_publish_failure_keeps_the_row_for_the_relay(db, broker_redis, monkeypatch):
     message = unpublished_message()
-    second = outbox_enqueue(task_name=START_PIPELINE, kwargs={"order_id": "second"})
+    second = OutboxMessage.objects.create(task_name=START_PIPELINE, kwargs={"order_id": "second"})
 
     def broker_down(*args, **kwargs):
         raise BrokerOperationalError("Error 111 connecting to 127.0.0.1:9. Connection refused.")
