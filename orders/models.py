@@ -88,7 +88,8 @@ class Order(models.Model):
     pipeline_started_at = models.DateTimeField(null=True, blank=True)
     replays = models.PositiveIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
-    updated_at = models.DateTimeField(auto_now=True)
+    # The sweepers look for orders by when they last changed (stuck ones, lost notifications).
+    updated_at = models.DateTimeField(auto_now=True, db_index=True)
 
     class Meta:
         ordering = ["-created_at"]

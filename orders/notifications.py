@@ -11,6 +11,11 @@ TITLES = {
 }
 
 
+def order_outcome_dedupe_key(order: Order) -> str:
+    """One outcome message per order, status and replay round."""
+    return f"order:{order.pk}:{order.status}:{order.replays}"
+
+
 def render_order_outcome(user_id: int, context: dict) -> Message | None:
     order = Order.objects.filter(pk=context["order_id"], user_id=user_id).first()
     if order is None or not order.is_terminal:
@@ -27,7 +32,7 @@ def render_order_outcome(user_id: int, context: dict) -> Message | None:
         kind=f"order.{order.status}",
         title=TITLES[order.status],
         body="\n".join(lines),
-        dedupe_key=f"order:{order.pk}:{order.status}:{context.get('round', 0)}",
+        dedupe_key=f"order:{order.pk}:{order.status}:{context.get('round', 0)}",  # as above
         data={"order_id": str(order.pk), "status": order.status},
     )
 

@@ -171,10 +171,10 @@ def relay_outbox() -> int:
 
 @shared_task(name="orders.sweep_stuck_orders", acks_late=True, ignore_result=True)
 def sweep_stuck_orders() -> int:
+    stuck_for = timedelta(seconds=settings.STUCK_ORDER_SECONDS)
     services.batch_finish_all_done()
-    return len(
-        services.order_stuck_sweep(stuck_for=timedelta(seconds=settings.STUCK_ORDER_SECONDS))
-    )
+    services.order_outcome_notification_sweep(ended_before=stuck_for)
+    return len(services.order_stuck_sweep(stuck_for=stuck_for))
 
 
 @shared_task(

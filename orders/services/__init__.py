@@ -21,7 +21,7 @@ from .orders import (
 )
 from .outbox import outbox_enqueue, outbox_publish, outbox_relay
 from .payments import payment_authorize
-from .recovery import order_stuck_sweep
+from .recovery import order_outcome_notification_sweep, order_stuck_sweep
 
 __all__ = [
     "ReplayNotAllowed",
@@ -36,6 +36,7 @@ __all__ = [
     "order_create",
     "order_fail",
     "order_outcome_notification_kwargs",
+    "order_outcome_notification_sweep",
     "order_pipeline_start",
     "order_step_interrupt_record",
     "order_step_retry_record",

@@ -7,9 +7,12 @@ from django.db import transaction
 from django.db.models import Max, Q
 from django.utils import timezone
 
-from orders.models import Order, OrderStatus
+from notifications.models import Notification
+from orders.models import TERMINAL_STATUSES, Order, OrderStatus
+from orders.notifications import order_outcome_dedupe_key
 
 from .events import event_record
+from .failures import order_outcome_notify_enqueue
 from .orders import START_PIPELINE_TASK
 from .outbox import outbox_enqueue
 
@@ -58,3 +61,36 @@ def order_stuck_sweep(*, stuck_for: timedelta, limit: int = 200) -> list[str]:
     if redispatched:
         logger.warning("re-dispatched stuck orders", extra={"orders": redispatched})
     return redispatched
+
+
+def order_outcome_notification_sweep(
+    *, ended_before: timedelta, window: timedelta = timedelta(minutes=10), limit: int = 500
+) -> list[str]:
+    """Send again the outcome notification of orders that ended between `ended_before + window`
+    and `ended_before` ago and have none (the notify message was lost with the broker's queue).
+    Returns the order ids.
+
+    Notifications are deduplicated by key, so an original that was only late changes nothing.
+    Each order is looked at while it is in the window, i.e. on every sweep for `window`.
+    """
+    now = timezone.now()
+    ended = Order.objects.filter(
+        status__in=TERMINAL_STATUSES,
+        updated_at__lt=now - ended_before,
+        updated_at__gte=now - ended_before - window,
+    ).order_by("updated_at")[:limit]
+    by_key = {order_outcome_dedupe_key(order): order for order in ended}
+    notified = set(
+        Notification.objects.filter(dedupe_key__in=by_key).values_list("dedupe_key", flat=True)
+    )
+    resent = []
+    for key, order in by_key.items():
+        if key in notified:
+            continue
+        with transaction.atomic():
+            event_record(order=order, name="notification_resent", detail={"key": key})
+            order_outcome_notify_enqueue(order=order)
+        resent.append(str(order.pk))
+    if resent:
+        logger.warning("re-sent lost outcome notifications", extra={"orders": resent})
+    return resent

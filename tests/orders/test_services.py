@@ -532,6 +532,36 @@ def test_a_step_interrupted_by_the_broker_is_not_a_failure(catalog, customer):
     assert "Connection refused" in interrupted.detail["error"]
 
 
+def test_an_outcome_notification_lost_with_its_message_is_sent_again(catalog, customer):
+    from notifications.models import Notification
+    from orders.notifications import order_outcome_dedupe_key
+    from orders.services import order_outcome_notification_sweep
+
+    ended_before = timedelta(seconds=120)
+    lost, notified, long_ago, recent = (place(customer) for _ in range(4))
+    Order.objects.update(status=OrderStatus.CONFIRMED)
+    Order.objects.filter(pk__in=[lost.pk, notified.pk]).update(
+        updated_at=timezone.now() - timedelta(seconds=150)
+    )
+    Order.objects.filter(pk=long_ago.pk).update(updated_at=timezone.now() - timedelta(hours=2))
+    notified.refresh_from_db()
+    Notification.objects.create(
+        user=customer,
+        kind="order.confirmed",
+        title="t",
+        dedupe_key=order_outcome_dedupe_key(notified),
+    )
+    OutboxMessage.objects.all().delete()
+
+    assert order_outcome_notification_sweep(ended_before=ended_before) == [str(lost.pk)]
+
+    [message] = OutboxMessage.objects.all()
+    assert message.task_name == "notifications.notify"
+    assert message.kwargs["context"] == {"order_id": str(lost.pk), "round": 0}
+    assert lost.events.filter(name="notification_resent").count() == 1
+    assert not recent.events.filter(name="notification_resent").exists()
+
+
 def test_order_fail_for_an_unknown_order_is_none(db):
     assert order_failed(Order(pk="00000000-0000-0000-0000-000000000000")) is None
     assert not DeadLetter.objects.exists()
