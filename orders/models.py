@@ -176,9 +176,10 @@ class OutboxMessage(models.Model):
     kwargs = models.JSONField(default=dict)
     correlation_id = models.CharField(max_length=64, blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    # When a worker received the message (it marks the row); until then the relay may resend it.
     published_at = models.DateTimeField(null=True, blank=True, db_index=True)
-    # A publisher leases the row before sending, so the relay and the after-commit hook never
-    # both send it; a publisher that dies mid-way lets the lease run out and the relay retries.
+    # Who may send it until when: the writer (from its insert) or a relay; a lease that runs out
+    # without the message received lets the relay send it again.
     lease_until = models.DateTimeField(null=True, blank=True)
     attempts = models.PositiveIntegerField(default=0)
     last_error = models.TextField(blank=True, default="")

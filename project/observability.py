@@ -86,9 +86,21 @@ def logging_config(*, json: bool, level: str) -> dict:
             # Celery's own per-task lines duplicate ours (which carry the correlation id).
             "celery.app.trace": {"level": "WARNING"},
             "celery.worker.strategy": {"level": "WARNING"},
-            "celery.beat": {"level": "WARNING"},  # "Sending due task" every 5 s
+            "celery.beat": {"filters": ["routine_beat_sends"]},
         },
+        "filters": {"routine_beat_sends": {"()": "project.observability.RoutineBeatSendsFilter"}},
     }
+
+
+class RoutineBeatSendsFilter(logging.Filter):
+    """Drops beat's "Sending due task" lines for the housekeeping tasks (every few seconds)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not (
+            message.startswith("Scheduler: Sending due task")
+            and any(f"({name})" in message for name in HOUSEKEEPING_TASKS)
+        )
 
 
 # --- Celery: carry the id and log the four moments of each task ---------------------------------

@@ -19,7 +19,7 @@ from .orders import (
     order_create,
     order_pipeline_start,
 )
-from .outbox import outbox_enqueue, outbox_publish, outbox_relay
+from .outbox import outbox_enqueue, outbox_mark_delivered, outbox_publish, outbox_relay
 from .payments import payment_authorize
 from .recovery import order_outcome_notification_sweep, order_stuck_sweep
 
@@ -42,6 +42,7 @@ __all__ = [
     "order_step_retry_record",
     "order_stuck_sweep",
     "outbox_enqueue",
+    "outbox_mark_delivered",
     "outbox_publish",
     "outbox_relay",
     "payment_authorize",

@@ -36,11 +36,13 @@ from orders.services import (
     cart_verify,
     order_confirm,
     order_create,
+    outbox_mark_delivered,
     outbox_publish,
     outbox_relay,
     payment_authorize,
     replay_order,
 )
+from orders.services.outbox import OUTBOX_HEADER
 from project.celery import app as celery_app
 from project.observability import MESSAGE_HEADER
 from tests.factories import order_failed
@@ -203,11 +205,19 @@ def test_order_create_publishes_its_outbox_row_after_commit(broker_redis, catalo
 
     message = OutboxMessage.objects.get()
     assert message.kwargs == {"order_id": str(order.pk)}
-    assert message.published_at is not None
-    assert message.attempts == 1
     [sent] = [m for m in broker_messages(broker_redis) if m["task"] == START_PIPELINE]
     assert sent["kwargs"] == {"order_id": str(order.pk)}
     assert sent["headers"][MESSAGE_HEADER] == order.correlation_id
+    assert sent["headers"][OUTBOX_HEADER] == message.pk
+    # Sent with no further write; still the writer's until a worker marks it received.
+    assert (message.published_at, message.attempts) == (None, 0)
+    assert message.lease_until > timezone.now()
+    assert outbox_relay() == 0
+
+    assert outbox_mark_delivered(message_id=message.pk) is True
+    assert outbox_mark_delivered(message_id=message.pk) is False
+    message.refresh_from_db()
+    assert message.published_at is not None
 
 
 @pytest.mark.django_db(transaction=True)
@@ -626,14 +636,26 @@ def test_outbox_publish_sends_once(db, broker_redis):
     message = unpublished_message()
 
     assert outbox_publish(message_id=message.pk) is True
-    assert outbox_publish(message_id=message.pk) is None
+    assert outbox_publish(message_id=message.pk) is None  # leased until a worker receives it
 
     message.refresh_from_db()
-    assert message.published_at is not None
-    assert message.attempts == 1
-    assert message.lease_until is None
+    assert (message.published_at, message.attempts) == (None, 1)
+    assert message.lease_until > timezone.now()
     assert sent_to_broker(broker_redis) == [{"order_id": "outbox-test"}]
     assert outbox_relay() == 0
+
+    # Never received (the broker lost it): once the lease runs out it goes again, and each try
+    # waits twice as long as the one before.
+    OutboxMessage.objects.filter(pk=message.pk).update(lease_until=timezone.now())
+    assert outbox_relay() == 1
+    message.refresh_from_db()
+    assert message.attempts == 2
+    assert message.lease_until > timezone.now() + timedelta(seconds=55)
+    # Received: nothing is sent again, lease or no lease.
+    outbox_mark_delivered(message_id=message.pk)
+    OutboxMessage.objects.filter(pk=message.pk).update(lease_until=None)
+    assert outbox_relay() == 0
+    assert sent_to_broker(broker_redis) == [{"order_id": "outbox-test"}] * 2
 
 
 def test_outbox_message_under_a_lease_is_left_to_its_holder(db, broker_redis):
@@ -654,7 +676,7 @@ def test_outbox_message_under_a_lease_is_left_to_its_holder(db, broker_redis):
     )
     assert outbox_relay() == 1
     message.refresh_from_db()
-    assert message.published_at is not None
+    assert message.attempts == 1
     assert sent_to_broker(broker_redis) == [{"order_id": "outbox-test"}]
 
 
@@ -683,6 +705,6 @@ def test_outbox_publish_failure_keeps_the_row_for_the_relay(db, broker_redis, mo
     assert outbox_relay() == 2
 
     message.refresh_from_db()
-    assert message.published_at is not None
     assert message.attempts == 3  # the failed publish, the relay's failed try, the success
+    assert message.lease_until > timezone.now()
     assert sent_to_broker(broker_redis) == [{"order_id": "outbox-test"}, {"order_id": "second"}]
