@@ -42,7 +42,6 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -52,8 +51,8 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 if str(BASE_DIR) not in sys.path:  # `python bench/api.py` puts bench/, not the project
     sys.path.insert(0, str(BASE_DIR))
 
-LOCALHOST = "127.0.0.1"
-POSTGRES_ADMIN_DSN = f"host={LOCALHOST} port=5432 user=postgres dbname=postgres connect_timeout=3"
+from bench.support import LOCALHOST, migrate, postgres_database  # noqa: E402
+
 BENCH_DATABASE = "orderflow_bench_api"
 DEFAULT_REDIS_URL = f"redis://{LOCALHOST}:6379/12"
 SETTINGS_MODULE = "bench.bench_settings"  # the product's settings + bench/bench_urls.py
@@ -137,41 +136,6 @@ def free_port() -> int:
 
 
 # --- database, seed ----------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def bench_database() -> Iterator[str]:
-    """Yield the DATABASE_URL of a fresh PostgreSQL database; drop it afterwards."""
-    import psycopg
-
-    def admin(statement: str) -> None:
-        with psycopg.connect(POSTGRES_ADMIN_DSN, autocommit=True) as connection:
-            connection.execute(statement)
-
-    admin(f"DROP DATABASE IF EXISTS {BENCH_DATABASE} WITH (FORCE)")
-    admin(f"CREATE DATABASE {BENCH_DATABASE}")
-    try:
-        yield f"postgres://postgres@{LOCALHOST}:5432/{BENCH_DATABASE}"
-    finally:
-        with contextlib.suppress(Exception):
-            from django.db import connections
-
-            connections.close_all()
-        admin(f"DROP DATABASE IF EXISTS {BENCH_DATABASE} WITH (FORCE)")
-
-
-def migrate(env: dict[str, str]) -> None:
-    result = subprocess.run(
-        [sys.executable, "manage.py", "migrate", "--noinput", "--verbosity", "0"],
-        cwd=BASE_DIR,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    if result.returncode:
-        raise SystemExit(f"migrate failed:\n{result.stdout}\n{result.stderr}")
 
 
 def seed() -> str:
@@ -568,7 +532,7 @@ def main(argv: list[str] | None = None) -> int:
     script.write_text(WRK_SCRIPT)
     load_average = os.getloadavg()[0]
     runs: list[Run] = []
-    with bench_database() as database_url:
+    with postgres_database(BENCH_DATABASE) as database_url:
         env = {
             **os.environ,
             "DJANGO_SETTINGS_MODULE": SETTINGS_MODULE,
