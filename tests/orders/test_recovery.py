@@ -676,7 +676,8 @@ def test_warm_shutdown_mid_pipeline_then_a_new_worker_finishes_everything(
         name="leaving",
         extra_env=FAST_STACK,
     ) as leaving:
-        orders = place_mix(customer, ok=12, declined=2, over_stock=2)
+        # Enough orders that a stop after the first captures always leaves work in flight.
+        orders = place_mix(customer, ok=20, declined=2, over_stock=2)
         wait_for(lambda: provider.stats()["captures"] >= 2, timeout=60)
         stopping = time.monotonic()
         if signalled == "main-process":
@@ -718,7 +719,7 @@ def test_warm_shutdown_mid_pipeline_then_a_new_worker_finishes_everything(
     )
     assert_nothing_lost_nobody_charged_twice(orders, provider, stock_before)
     assert statuses(orders) == {
-        OrderStatus.CONFIRMED: 12,
+        OrderStatus.CONFIRMED: 20,
         OrderStatus.PAYMENT_DECLINED: 2,
         OrderStatus.CART_REJECTED: 2,
     }
