@@ -46,22 +46,23 @@ def _reserve_stock(order: Order, attempt: int) -> None:
                 )
 
 
-def _settle(
-    order: Order,
-    attempt: int,
-    *,
-    action: str,
-    from_status: str,
-    payment_status: str,
-    to_status: str,
-) -> None:
+# From the status an order waits in: the provider action that settles it, then the payment's
+# and the order's final statuses.
+SETTLEMENTS = {
+    OrderStatus.STOCK_RESERVED: ("capture", PaymentStatus.CAPTURED, OrderStatus.CONFIRMED),
+    OrderStatus.COMPENSATING: ("refund", PaymentStatus.REFUNDED, OrderStatus.CART_REJECTED),
+}
+
+
+def _settle(order: Order, attempt: int) -> None:
     """Capture or refund at the provider, then record it once under the row lock.
 
     The provider call is idempotent by key, so a second run after a crash repeats the call
     harmlessly and finds the status already moved on.
     """
-    provider_call = getattr(get_provider(), action)
-    status = provider_call(
+    from_status = order.status
+    action, payment_status, to_status = SETTLEMENTS[from_status]
+    status = getattr(get_provider(), action)(
         payment_id=order.payment.provider_payment_id,
         idempotency_key=idempotency_key_for(order, action),
     )
@@ -93,23 +94,7 @@ def order_confirm(*, order_id: str, attempt: int = 1) -> Order:
     if order.status == OrderStatus.CART_VERIFIED:
         _reserve_stock(order, attempt)
         order.refresh_from_db()
-    if order.status == OrderStatus.STOCK_RESERVED:
-        _settle(
-            order,
-            attempt,
-            action="capture",
-            from_status=OrderStatus.STOCK_RESERVED,
-            payment_status=PaymentStatus.CAPTURED,
-            to_status=OrderStatus.CONFIRMED,
-        )
-    elif order.status == OrderStatus.COMPENSATING:
-        _settle(
-            order,
-            attempt,
-            action="refund",
-            from_status=OrderStatus.COMPENSATING,
-            payment_status=PaymentStatus.REFUNDED,
-            to_status=OrderStatus.CART_REJECTED,
-        )
+    if order.status in SETTLEMENTS:
+        _settle(order, attempt)
     order.refresh_from_db()
     return order
