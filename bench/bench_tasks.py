@@ -54,7 +54,7 @@ def noop_notify(run_id: str) -> str:
 # of the stack wins, so the order is the priority (e.g. a log line written by event_record is
 # timeline cost; a query made to store a task's state is result-backend cost).
 CATEGORIES = [
-    ("provider HTTP (requests + sandbox round trip)", "orders/provider.py", "_request"),
+    ("provider HTTP (requests + sandbox round trip)", "orders/provider/client.py", "_request"),
     ("timeline: event_record (+ its log line, pub/sub)", "orders/services/events.py", None),
     ("outbox", "orders/services/outbox.py", None),
     ("result backend: chord counter", "django_celery_results/backends/database.py", "apply_chord"),

@@ -107,7 +107,7 @@ def seed():
 
 
 def _serve_sandbox(connection) -> None:
-    from orders.sandbox import SandboxProvider
+    from orders.provider.sandbox import SandboxProvider
 
     provider = SandboxProvider(host=LOCALHOST, rate_limit=0, latency=0.0)  # 0: no limit
     provider.start()

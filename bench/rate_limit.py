@@ -6,10 +6,11 @@ without wasting its budget?
 Self-contained and local only (127.0.0.1): it creates a fresh database (PostgreSQL
 `orderflow_bench`, created and dropped, or a SQLite file in a temp dir; --db), migrates and seeds
 it, uses its own Redis database for broker, limiter and cache (flushed before each
-configuration), runs the sandbox provider (orders.sandbox, the real 2 req/s per key rolling limit)
-in a process of its own that logs every arrival, and for each configuration starts real prefork
-`celery worker` processes, creates the orders through `orders.services.order_create` (the outbox
-publishes the pipeline after commit), waits for every order to be terminal and stops the workers.
+configuration), runs the sandbox provider (orders.provider.sandbox, the real 2 req/s per key
+rolling limit) in a process of its own that logs every arrival, and for each configuration
+starts real prefork `celery worker` processes, creates the orders through
+`orders.services.order_create` (the outbox publishes the pipeline after commit), waits for every
+order to be terminal and stops the workers.
 
 Configuration syntax: `<workers>x<concurrency>[-celery-only|-limiter-only][@NAME=VALUE ...]`
   -celery-only   cluster limiter off (PAYMENT_PROVIDER_CLUSTER_RATE_LIMIT=0): the baseline,
@@ -59,7 +60,7 @@ DEFAULT_CONFIGS = ["1x1", "2x4", "4x2", "2x4-celery-only"]
 PROVIDER_TASKS = ("orders.authorize_payment", "orders.confirm_order")
 QUEUES = "orders,provider,notifications"
 SKU = "BENCH-1"
-RATE_LIMIT_WAIT_MESSAGE = "waiting for the provider's rate limit"  # orders/provider.py
+RATE_LIMIT_WAIT_MESSAGE = "waiting for the provider's rate limit"  # orders/provider/client.py
 PROVIDER_RATE = "2/s"  # the provider's contract (SPEC 4), per API key, rolling window
 TARGET_RATIO = 1.05
 DEFAULT_MARGIN = 0.04  # PAYMENT_PROVIDER_RATE_MARGIN's default in project/settings.py
@@ -159,7 +160,7 @@ class ArrivalClock:
 
 def _serve_sandbox(connection, rate_limit: int, window: float, priority: int) -> None:
     """The sandbox's process: serve HTTP, answer reset/collect/stop over the pipe."""
-    from orders.sandbox import SandboxProvider
+    from orders.provider.sandbox import SandboxProvider
 
     if priority:
         try:
@@ -622,7 +623,7 @@ def main(argv: list[str] | None = None) -> int:
     with bench_database(args.db, workdir) as database_url:
         print(f"database {database_url}; redis {args.redis_url}; logs {workdir}", flush=True)
         # The sandbox's port is known only once it binds, so start it before the environment.
-        from orders.ratelimit import parse_rate
+        from project.ratelimit import parse_rate
 
         limit, window = parse_rate(PROVIDER_RATE)
         sandbox = SandboxProcess(rate_limit=limit, window=window, priority=args.sandbox_priority)

@@ -16,7 +16,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from orders import services
-from orders.errors import RateLimitWait, Throttled, TransientError
+from orders.provider.errors import RateLimitWait, Throttled, TransientError
+from project.retry import backoff_with_jitter, max_countdown
 
 logger = logging.getLogger(__name__)
 
@@ -35,18 +36,12 @@ BROKER_UNREACHABLE = (BrokerError, RedisConnectionError, RedisTimeoutError)
 MAX_THROTTLED_RETRIES = 100
 
 
-def max_countdown() -> float:
-    """A countdown past Redis's visibility timeout would have the waiting message redelivered."""
-    return settings.CELERY_BROKER_TRANSPORT_OPTIONS.get("visibility_timeout", 3600) / 2
-
-
 def backoff_seconds(errors_so_far: int) -> float:
-    """Exponential backoff with equal jitter: spread retries out, never retry at once."""
-    ceiling = min(
-        settings.PIPELINE_RETRY_BACKOFF_MAX,
-        settings.PIPELINE_RETRY_BACKOFF_BASE * (2**errors_so_far),
+    return backoff_with_jitter(
+        attempt=errors_so_far,
+        base=settings.PIPELINE_RETRY_BACKOFF_BASE,
+        cap=settings.PIPELINE_RETRY_BACKOFF_MAX,
     )
-    return ceiling / 2 + random.uniform(0, ceiling / 2)
 
 
 class PipelineStep(Task):

@@ -38,7 +38,7 @@ def _live_workers() -> int | None:
 
 
 def _provider_rate_limit() -> dict | str:
-    from orders.ratelimit import provider_limiter
+    from project.ratelimit import provider_limiter
 
     try:
         limiter = provider_limiter()

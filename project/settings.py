@@ -53,6 +53,7 @@ INSTALLED_APPS = [
     "django_celery_results",
     "django_celery_beat",
     "orders",
+    "orders.provider",
     "notifications",
 ]
 
@@ -203,6 +204,10 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     "socket_connect_timeout": 2,
     "socket_timeout": 5,
 }
+# The longest countdown or ETA any task may carry (project/retry.py caps every one): a message
+# waiting on its ETA is held unacknowledged, so countdown + time limit must stay under the
+# visibility timeout (checked when the Celery app loads).
+CELERY_MAX_COUNTDOWN = env.int("CELERY_MAX_COUNTDOWN", default=60)
 CELERY_TASK_ROUTES = {
     "orders.authorize_payment": {"queue": "provider"},
     "orders.confirm_order": {"queue": "provider"},
@@ -219,7 +224,7 @@ PAYMENT_PROVIDER_URL = env.str("PAYMENT_PROVIDER_URL", default="http://127.0.0.1
 PAYMENT_PROVIDER_API_KEY = env.str("PAYMENT_PROVIDER_API_KEY", default="sk_sandbox_orderflow")
 PAYMENT_PROVIDER_RATE_LIMIT = env.str("PAYMENT_PROVIDER_RATE_LIMIT", default="2/s")
 PAYMENT_PROVIDER_TIMEOUT = env.float("PAYMENT_PROVIDER_TIMEOUT", default=10.0)
-# The cluster-wide limiter (orders/ratelimit.py); off only to measure the baseline without it.
+# The cluster-wide limiter (project/ratelimit.py); off only to measure the baseline without it.
 PAYMENT_PROVIDER_CLUSTER_RATE_LIMIT = env.bool("PAYMENT_PROVIDER_CLUSTER_RATE_LIMIT", default=True)
 # Slack added to the provider's window against network jitter (costs margin/window throughput).
 PAYMENT_PROVIDER_RATE_MARGIN = env.float("PAYMENT_PROVIDER_RATE_MARGIN", default=0.04)
@@ -253,7 +258,7 @@ WEBHOOK_RETRY_BACKOFF_BASE = env.float("WEBHOOK_RETRY_BACKOFF_BASE", default=60.
 WEBHOOK_RETRY_BACKOFF_MAX = env.float("WEBHOOK_RETRY_BACKOFF_MAX", default=21600.0)
 # A 429's Retry-After is honoured, up to this many seconds.
 WEBHOOK_RETRY_AFTER_MAX = env.float("WEBHOOK_RETRY_AFTER_MAX", default=3600.0)
-# Per endpoint across all workers (orders.ratelimit.SlidingWindowLimiter); empty: no limit.
+# Per endpoint across all workers (project.ratelimit.SlidingWindowLimiter); empty: no limit.
 WEBHOOK_RATE_LIMIT = env.str("WEBHOOK_RATE_LIMIT", default="10/s")
 # A slot this close is waited for in place; a later one re-schedules the delivery task.
 WEBHOOK_RATE_LIMIT_MAX_INLINE_WAIT = env.float("WEBHOOK_RATE_LIMIT_MAX_INLINE_WAIT", default=1.0)

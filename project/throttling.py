@@ -6,7 +6,7 @@ On the order-create path that was most of a millisecond of a 6.5 ms request. A f
 counter (INCR + EXPIRE in one pipeline) costs one round trip; the price is that a client can
 spend its budget at the end of one window and again at the start of the next, so a burst can
 reach twice the rate for a moment. That is fine for protecting the API; the payment provider's
-budget is kept exactly by orders/ratelimit.py, not here.
+budget is kept exactly by project/ratelimit.py, not here.
 
 When Redis is unreachable the request is let through and the reason logged: an order must still
 be accepted (the outbox keeps it until the broker is back), never answered 500.

@@ -10,9 +10,9 @@ from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from orders.models import Product
-from orders.ratelimit import provider_limiter
-from orders.sandbox import SandboxProvider
+from orders.provider.sandbox import SandboxProvider
 from project.celery import app as celery_app
+from project.ratelimit import provider_limiter
 
 QUEUES = ["orders", "provider", "notifications"]
 

@@ -13,7 +13,6 @@ import random
 import secrets
 from dataclasses import dataclass
 from datetime import timedelta
-from email.utils import parsedate_to_datetime
 from functools import partial
 
 from django.conf import settings
@@ -36,8 +35,9 @@ from notifications.models import (
     WebhookEndpoint,
 )
 from notifications.signing import sign_payload
-from orders.ratelimit import SlidingWindowLimiter, parse_rate
+from project.ratelimit import SlidingWindowLimiter, parse_rate
 from project.redis_client import get_redis
+from project.retry import backoff_with_jitter, cap_countdown, parse_retry_after
 
 logger = logging.getLogger(__name__)
 
@@ -202,7 +202,7 @@ def webhook_delivery_enqueue(*, delivery_id: int, countdown: float | None = None
     if countdown is not None:
         # A countdown beyond Redis's visibility timeout would have the message delivered twice;
         # an early run finds the delivery not due yet and schedules itself again.
-        countdown = max(0.0, min(countdown, _max_countdown()))
+        countdown = cap_countdown(countdown)
     try:
         deliver_webhook.apply_async(args=[delivery_id], countdown=countdown)
     except Exception as exc:  # any broker failure: the delivery row stays pending
@@ -212,10 +212,6 @@ def webhook_delivery_enqueue(*, delivery_id: int, countdown: float | None = None
         )
         return False
     return True
-
-
-def _max_countdown() -> float:
-    return settings.CELERY_BROKER_TRANSPORT_OPTIONS.get("visibility_timeout", 3600) / 2
 
 
 # --- sending ------------------------------------------------------------------------------------
@@ -403,29 +399,17 @@ def _record_attempt(
 
 
 def _backoff_seconds(attempts_so_far: int) -> float:
-    """Exponential backoff with equal jitter: spread retries out, never retry at once."""
-    ceiling = min(
-        settings.WEBHOOK_RETRY_BACKOFF_MAX,
-        settings.WEBHOOK_RETRY_BACKOFF_BASE * (2 ** (attempts_so_far - 1)),
+    return backoff_with_jitter(
+        attempt=attempts_so_far - 1,
+        base=settings.WEBHOOK_RETRY_BACKOFF_BASE,
+        cap=settings.WEBHOOK_RETRY_BACKOFF_MAX,
     )
-    return ceiling / 2 + random.uniform(0, ceiling / 2)
 
 
 def _parse_retry_after(value: str | None) -> float | None:
-    """Retry-After in seconds or as an HTTP date; capped so an endpoint cannot park a delivery."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            seconds = (parsedate_to_datetime(value) - timezone.now()).total_seconds()
-        except (TypeError, ValueError, IndexError, OverflowError):
-            return None
-    if seconds != seconds:  # NaN
-        return None
-    return min(max(seconds, 0.0), settings.WEBHOOK_RETRY_AFTER_MAX)
+    """Capped, so that an endpoint cannot park a delivery."""
+    seconds = parse_retry_after(value)
+    return None if seconds is None else min(seconds, settings.WEBHOOK_RETRY_AFTER_MAX)
 
 
 # --- replay and sweep ---------------------------------------------------------------------------

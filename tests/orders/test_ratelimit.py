@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 import redis
 
-from orders.ratelimit import (
+from project.ratelimit import (
     RateLimitExceeded,
     Reservation,
     SlidingWindowLimiter,

@@ -33,7 +33,7 @@ from orders.models import (
     Payment,
     Product,
 )
-from orders.sandbox import SandboxProvider
+from orders.provider.sandbox import SandboxProvider
 from orders.services import order_create
 from orders.tasks import authorize_payment, confirm_order, verify_cart
 from project.celery import app as celery_app

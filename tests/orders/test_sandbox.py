@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import requests
 
-from orders.sandbox import SandboxProvider
+from orders.provider.sandbox import SandboxProvider
 
 API_KEY = "sk_test_a"
 PAYMENT = {"amount": "12.50", "currency": "EUR", "source": "tok_ok", "reference": "order-1"}

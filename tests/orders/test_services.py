@@ -19,7 +19,7 @@ from django.db import transaction
 from django.utils import timezone
 from kombu.exceptions import OperationalError as BrokerOperationalError
 
-from orders.errors import IdempotencyConflict, InvalidOrder, TransientError
+from orders.errors import IdempotencyConflict, InvalidOrder
 from orders.models import (
     DeadLetter,
     Order,
@@ -30,6 +30,7 @@ from orders.models import (
     PaymentStatus,
     Product,
 )
+from orders.provider.errors import TransientError
 from orders.services import (
     ReplayNotAllowed,
     cart_line_check,

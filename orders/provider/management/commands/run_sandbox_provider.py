@@ -1,4 +1,4 @@
-"""Serve the sandbox payment provider (orders.sandbox) over HTTP until interrupted."""
+"""Serve the sandbox payment provider (orders.provider.sandbox) over HTTP until interrupted."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 
-from orders.sandbox import SandboxProvider
+from orders.provider.sandbox import SandboxProvider
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:

@@ -15,8 +15,10 @@ from decimal import Decimal
 import requests
 from django.conf import settings
 
+from project.ratelimit import SlidingWindowLimiter, provider_limiter
+from project.retry import parse_retry_after
+
 from .errors import PermanentError, RateLimitWait, Throttled, TransientError
-from .ratelimit import SlidingWindowLimiter, provider_limiter
 
 logger = logging.getLogger(__name__)
 
@@ -104,7 +106,7 @@ class PaymentProvider:
         except requests.RequestException as exc:
             raise TransientError(f"provider unreachable: {exc.__class__.__name__}") from exc
         if response.status_code == 429:
-            retry_after = _parse_retry_after(response.headers.get("Retry-After"))
+            retry_after = parse_retry_after(response.headers.get("Retry-After"), default=1.0)
             raise Throttled("provider answered 429", retry_after=retry_after)
         if response.status_code >= 500:
             raise TransientError(f"provider answered {response.status_code}")
@@ -139,13 +141,6 @@ class PaymentProvider:
                 f"provider answered {response.status_code}: {_error_code(response) or 'error'}"
             )
         return response.json()
-
-
-def _parse_retry_after(value: str | None) -> float:
-    try:
-        return max(float(value), 0.0) if value is not None else 1.0
-    except ValueError:
-        return 1.0
 
 
 def _error_code(response: requests.Response) -> str:
