@@ -31,9 +31,10 @@ run: seed
 manage: install
 	bin/orderflow $(ARGS)
 
+# --no-cache and no pytest cache: `make test` leaves nothing in the checkout.
 lint: install
-	$(VENV)/bin/ruff check .
-	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/ruff check --no-cache .
+	$(VENV)/bin/ruff format --no-cache --check .
 
 format: install
 	$(VENV)/bin/ruff check --fix .
@@ -53,7 +54,7 @@ test-tools:
 	fi
 
 test: lint test-tools
-	$(PY) -m pytest
+	$(PY) -m pytest -p no:cacheprovider
 
 clean:
 	rm -rf $(VENV) db.sqlite3* .pytest-db* staticfiles
