@@ -22,7 +22,8 @@ migrate: install
 seed: migrate
 	$(PY) manage.py seed_demo
 
-run: seed
+# devstack seeds the demo data itself and prints the accounts with every other credential.
+run: migrate
 	$(PY) manage.py collectstatic --noinput --verbosity 0
 	$(PY) -m project.devstack
 
