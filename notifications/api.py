@@ -70,7 +70,11 @@ class WebhookEndpointListCreateApi(generics.GenericAPIView):
     @extend_schema(
         request=WebhookEndpointCreateInputSerializer,
         responses={201: WebhookEndpointCreatedSerializer},
-        description="The response carries the signing secret; it is never shown again.",
+        description=(
+            "The response carries the signing secret (`whsec_...`, verify deliveries as "
+            "Standard Webhooks specifies); it is never shown again. At most "
+            "WEBHOOK_MAX_ENDPOINTS_PER_USER endpoints per user."
+        ),
     )
     def post(self, request: Request) -> Response:
         payload = WebhookEndpointCreateInputSerializer(data=request.data)

@@ -176,6 +176,7 @@ def test_malformed_headers_are_refused_by_the_documented_receiver_not_errors(sig
         "whsec_",
         "whsec_not base64!",
     ],
+    ids=["url-safe", "dash-underscore", "no-prefix", "16-bytes", "65-bytes", "empty", "garbage"],
 )
 def test_a_secret_no_receiver_would_derive_the_same_key_from_is_refused(secret):
     with pytest.raises(signing.InvalidSecret):
