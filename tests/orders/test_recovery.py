@@ -200,28 +200,28 @@ def test_sigkill_of_a_whole_worker_mid_pipeline_loses_nothing_and_charges_nobody
             name="doomed",
             extra_env=FAST_STACK,
         ) as doomed,
-    ):
-        with worker_process(
+        worker_process(
             broker_url=broker,
             provider_url=provider.url,
             log_path=tmp_path / "survivor.log",
             concurrency=2,
             name="survivor",
             extra_env=FAST_STACK,
-        ):
-            orders = place_mix(customer, ok=20, declined=3, over_stock=3)
-            # Kill once money has moved but most of the work is still under way.
-            wait_for(lambda: provider.stats()["captures"] >= 3, timeout=60)
-            doomed.kill_tree()
-            killed_at = time.monotonic()
-            at_kill = statuses(orders)
-            stranded = unacked_messages()
-            provider_at_kill = provider.stats()
-            print(f"\nat SIGKILL: {dict(at_kill)}; unacknowledged messages: {stranded}")
-            assert unfinished(orders) >= 5, f"the kill came too late to prove anything: {at_kill}"
-            assert stranded >= 1, "the killed worker held no message: nothing to recover"
-            wait_for(lambda: all_terminal(orders), timeout=60, interval=0.1)
-            recovery = time.monotonic() - killed_at
+        ),
+    ):
+        orders = place_mix(customer, ok=20, declined=3, over_stock=3)
+        # Kill once money has moved but most of the work is still under way.
+        wait_for(lambda: provider.stats()["captures"] >= 3, timeout=60)
+        doomed.kill_tree()
+        killed_at = time.monotonic()
+        at_kill = statuses(orders)
+        stranded = unacked_messages()
+        provider_at_kill = provider.stats()
+        print(f"\nat SIGKILL: {dict(at_kill)}; unacknowledged messages: {stranded}")
+        assert unfinished(orders) >= 5, f"the kill came too late to prove anything: {at_kill}"
+        assert stranded >= 1, "the killed worker held no message: nothing to recover"
+        wait_for(lambda: all_terminal(orders), timeout=60, interval=0.1)
+        recovery = time.monotonic() - killed_at
 
     redispatched = (
         Order.objects.filter(pk__in=[o.pk for o in orders], events__name="redispatched")
