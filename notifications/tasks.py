@@ -29,7 +29,7 @@ def notify(kind: str, user_id: int, context: dict) -> int | None:
 
 
 @shared_task(
-    name="notifications.deliver_webhook",
+    name=services.DELIVER_WEBHOOK_TASK,
     queue="notifications",
     acks_late=True,
     reject_on_worker_lost=True,

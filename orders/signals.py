@@ -25,14 +25,22 @@ def _order_id(request) -> str | None:
     return str(order_id) if order_id else None
 
 
+# What this worker held at its last beat (the heartbeat is one thread per worker process).
+_held_at_last_beat: set[str] = set()
+
+
 def renew_order_leases(requests, hostname: str) -> None:
     """The heartbeat (project/leases.py): every order whose message this worker holds is alive."""
-    order_ids = [
+    order_ids = {
         order_id
         for request in requests
         if request.task_name in ORDER_TASKS and (order_id := _order_id(request))
-    ]
-    services.order_leases_renew(order_ids=order_ids, holder=hostname)
+    }
+    services.order_leases_renew(
+        order_ids=order_ids, holder=hostname, released=_held_at_last_beat - order_ids
+    )
+    _held_at_last_beat.clear()
+    _held_at_last_beat.update(order_ids)
 
 
 leases.register_renewer(renew_order_leases)

@@ -141,6 +141,9 @@ REST_FRAMEWORK = {
         "order_create": env.str("ORDER_CREATE_THROTTLE_RATE", default="120/min"),
         "batch_create": env.str("BATCH_CREATE_THROTTLE_RATE", default="10/min"),
         "auth_token": env.str("AUTH_TOKEN_THROTTLE_RATE", default="20/min"),
+        # Webhook endpoint registration and delivery replay, per user (each fans out requests).
+        "webhook_create": env.str("WEBHOOK_CREATE_THROTTLE_RATE", default="10/min"),
+        "webhook_replay": env.str("WEBHOOK_REPLAY_THROTTLE_RATE", default="60/min"),
     },
 }
 DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("API_MAX_BODY_BYTES", default=2_621_440)
@@ -269,6 +272,8 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 # --- Notifications and webhooks ---
 # Webhook URLs must be http(s) and public (SSRF guard); True only for local receivers and tests.
 WEBHOOKS_ALLOW_PRIVATE_URLS = env.bool("WEBHOOKS_ALLOW_PRIVATE_URLS", default=False)
+# Every endpoint receives every event it subscribes to: the cap bounds one user's fan-out.
+WEBHOOK_MAX_ENDPOINTS_PER_USER = env.int("WEBHOOK_MAX_ENDPOINTS_PER_USER", default=10)
 WEBHOOK_CONNECT_TIMEOUT = env.float("WEBHOOK_CONNECT_TIMEOUT", default=3.0)
 WEBHOOK_READ_TIMEOUT = env.float("WEBHOOK_READ_TIMEOUT", default=10.0)
 WEBHOOK_MAX_ATTEMPTS = env.int("WEBHOOK_MAX_ATTEMPTS", default=8)

@@ -38,6 +38,8 @@ os.environ.setdefault("PIPELINE_RETRY_BACKOFF_MAX", "2")
 os.environ.setdefault("ORDER_CREATE_THROTTLE_RATE", "100000/min")
 os.environ.setdefault("BATCH_CREATE_THROTTLE_RATE", "100000/min")
 os.environ.setdefault("AUTH_TOKEN_THROTTLE_RATE", "100000/min")
+os.environ.setdefault("WEBHOOK_CREATE_THROTTLE_RATE", "100000/min")
+os.environ.setdefault("WEBHOOK_REPLAY_THROTTLE_RATE", "100000/min")
 
 from project.settings import *  # noqa: E402, F403
 from project.settings import (  # noqa: E402

@@ -29,11 +29,24 @@ def lease_handoff(order: Order) -> list[str]:
     return ["lease_holder", "lease_until"]
 
 
-def order_leases_renew(*, order_ids: Iterable[str], holder: str) -> int:
-    """The heartbeat: these orders' messages are held by `holder`, alive now."""
+def order_leases_renew(
+    *, order_ids: Iterable[str], holder: str, released: Iterable[str] = ()
+) -> int:
+    """The heartbeat: these orders' messages are held by `holder`, alive now; the `released`
+    ones it held at its last beat and holds no more (a step that ended without moving the order
+    on: a stale copy, a line check that did not complete the cart, a retry sent back to the
+    broker) are handed back to their queue, so that the holder's next silence is not read as
+    its death."""
+    now = timezone.now()
+    holder = holder[:200]
     ids = list(dict.fromkeys(order_ids))
+    gone = [order_id for order_id in dict.fromkeys(released) if order_id not in set(ids)]
+    if gone:
+        Order.objects.filter(pk__in=gone, lease_holder=holder).update(
+            lease_holder="", lease_until=now + lease_duration()
+        )
     if not ids:
         return 0
     return Order.objects.filter(pk__in=ids, status__in=workflow.ACTIVE_STATUSES).update(
-        lease_until=timezone.now() + lease_duration(), lease_holder=holder[:200]
+        lease_until=now + lease_duration(), lease_holder=holder
     )

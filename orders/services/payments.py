@@ -63,7 +63,7 @@ def payment_authorize(*, order_id: str, attempt: int = 1) -> Order:
                 order=order,
                 status=OrderStatus.PAYMENT_DECLINED,
                 attempt=attempt,
-                reason="The payment was declined; nothing was charged.",
+                reason=f"The payment was declined ({result.code}); nothing was charged.",
                 detail={"code": result.code},
             )
         Payment.objects.update_or_create(
