@@ -80,27 +80,6 @@ def test_unknown_api_paths_are_json_404s(api):
     assert response.json() == {"detail": "Not found."}
 
 
-@pytest.mark.pipeline
-@pytest.mark.django_db(transaction=True)
-def test_healthz_reports_database_broker_workers_and_the_limiter(client, celery_worker):
-    response = client.get("/healthz")
-    assert response.status_code == 200
-    body = response.json()
-    assert (body["database"], body["broker"]) == ("ok", "ok")
-    assert body["workers"] >= 1
-    assert body["provider_rate_limit"]["limit"] == 2
-
-
-@pytest.mark.django_db
-def test_healthz_is_503_when_the_broker_is_down(client, monkeypatch):
-    from project import health
-
-    monkeypatch.setattr(health, "_check_broker", lambda: "error: OperationalError")
-    response = client.get("/healthz")
-    assert response.status_code == 503
-    assert response.json()["broker"].startswith("error")
-
-
 # --- The client's address -----------------------------------------------------------------------
 
 
