@@ -41,40 +41,40 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import multiprocessing
 import os
 import re
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from decimal import Decimal
 from pathlib import Path
-from urllib.parse import urlsplit
+
+import psycopg
+import redis
+from celery import chain, chord
+from django.db import connection
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 if str(BASE_DIR) not in sys.path:  # `python bench/pipeline.py` puts bench/, not the project
     sys.path.insert(0, str(BASE_DIR))
 
 from bench.support import (  # noqa: E402
-    LOCALHOST,
-    POSTGRES_ADMIN_DSN,
-    migrate,
+    django_database,
+    environment,
     percentile,
-    postgres_database,
+    production_mode,
+    sandbox_process,
+    seed,
 )
+from project.processes import POSTGRES_ADMIN_DSN, Worker, wait_until  # noqa: E402
 
 BENCH_DATABASE = "orderflow_bench_pipeline"
-DEFAULT_REDIS_URL = f"redis://{LOCALHOST}:6379/11"
-QUEUES = "orders,provider,notifications"
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/11"
 LINES = [{"sku": "BENCH-A", "quantity": 1}, {"sku": "BENCH-B", "quantity": 2}]
 TARGET_RATIO = 0.6
 WARMUP_ORDERS = 3
@@ -82,141 +82,6 @@ POLL_INTERVAL = 0.01  # waiting for one order on the idle pipeline
 BURST_POLL_INTERVAL = 0.5
 _UUID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def require_local(url: str) -> None:
-    host = urlsplit(url).hostname
-    if host not in (None, "", LOCALHOST, "localhost"):
-        raise SystemExit(f"refusing to talk to {host!r}: this benchmark only uses {LOCALHOST}")
-
-
-def seed():
-    from django.contrib.auth import get_user_model
-
-    from orders.models import Product
-
-    user = get_user_model().objects.create_user(username="bench", password="bench-orderflow")
-    for sku, price in (("BENCH-A", "10.00"), ("BENCH-B", "4.50")):
-        Product.objects.create(
-            sku=sku, name=sku, price=Decimal(price), currency="EUR", stock=1_000_000_000
-        )
-    return user
-
-
-# --- the sandbox provider, in a process of its own ---------------------------------------------
-
-
-def _serve_sandbox(connection) -> None:
-    from orders.provider.sandbox import SandboxProvider
-
-    provider = SandboxProvider(host=LOCALHOST, rate_limit=0, latency=0.0)  # 0: no limit
-    provider.start()
-    connection.send((provider.url, os.getpid()))
-    try:
-        while connection.poll(3600):
-            if connection.recv() != "stats":
-                break
-            connection.send(provider.stats())
-    finally:
-        provider.stop()
-
-
-class SandboxProcess:
-    """Its own interpreter: the provider's answers do not wait for this script's GIL."""
-
-    def __init__(self) -> None:
-        context = multiprocessing.get_context("spawn")
-        self._connection, child = context.Pipe()
-        self._process = context.Process(target=_serve_sandbox, args=(child,), daemon=True)
-        self._process.start()
-        if not self._connection.poll(30):
-            raise RuntimeError("the sandbox provider's process did not start")
-        self.url, self.pid = self._connection.recv()
-
-    def stats(self) -> dict:
-        self._connection.send("stats")
-        if not self._connection.poll(30):
-            raise RuntimeError("the sandbox provider's process did not answer")
-        return self._connection.recv()
-
-    def stop(self) -> None:
-        with contextlib.suppress(OSError):
-            self._connection.send("stop")
-        self._process.join(timeout=10)
-        if self._process.is_alive():
-            self._process.kill()
-            self._process.join(timeout=5)
-
-
-# --- the worker --------------------------------------------------------------------------------
-
-
-class Worker:
-    def __init__(self, *, concurrency: int, env: dict[str, str], log_path: Path) -> None:
-        self.log_path = log_path
-        with open(log_path, "wb") as log:
-            self.process = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "celery",
-                    "-A",
-                    "project",
-                    "worker",
-                    "--include",
-                    "bench.bench_tasks",
-                    "--pool",
-                    "prefork",
-                    "--concurrency",
-                    str(concurrency),
-                    "--queues",
-                    QUEUES,
-                    "--hostname",
-                    f"benchpipeline-{uuid.uuid4().hex[:6]}@%h",
-                    "--loglevel",
-                    env.get("LOG_LEVEL", "INFO"),
-                    "--without-gossip",
-                    "--without-mingle",
-                ],
-                cwd=BASE_DIR,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # its own process group, for the final SIGKILL
-            )
-
-    def wait_ready(self, timeout: float = 90.0) -> None:
-        from project.celery import app
-
-        deadline = time.monotonic() + timeout
-        while not app.control.ping(timeout=0.5, limit=1):
-            if self.process.poll() is not None:
-                raise RuntimeError(f"worker exited:\n{self.log_path.read_text()[-3000:]}")
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"worker not ready within {timeout:.0f}s; {self.log_path}")
-
-    def consume(self, on: bool) -> None:
-        """Stop or resume taking messages (remote control), so a burst can be queued first."""
-        from project.celery import app
-
-        for queue in QUEUES.split(","):
-            control = app.control.add_consumer if on else app.control.cancel_consumer
-            if not control(queue, reply=True, timeout=5, limit=1):
-                raise RuntimeError(f"the worker did not confirm {control.__name__} {queue}")
-
-    def stop(self, timeout: float = 60.0) -> None:
-        """Warm shutdown of the main process only: the pool children finish and exit on their
-        own (so a profiling child writes its totals); SIGKILL the group if that hangs."""
-        if self.process.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(timeout=10)
 
 
 # --- CPU accounting from /proc -----------------------------------------------------------------
@@ -360,15 +225,6 @@ def combine(measurements: list[Measurement]) -> Measurement:
     return total
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float, interval: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(interval)
-    return True
-
-
 class Baseline:
     """Bare canvases of the pipeline's shape; a run id per canvas, returned by every task."""
 
@@ -380,8 +236,6 @@ class Baseline:
         self.accepted: dict[str, float] = {}
 
     def submit(self, number: int) -> str:
-        from celery import chain, chord
-
         from bench.bench_tasks import (
             noop_authorize,
             noop_check_line,
@@ -490,7 +344,7 @@ def measure(
     env: dict[str, str],
     workdir: Path,
     redis_client,
-    sandbox: SandboxProcess,
+    sandbox,
     timeout: float,
     profile: bool,
     round_label: str,
@@ -502,11 +356,18 @@ def measure(
     if profile:
         profile_dir.mkdir(exist_ok=True)
         worker_env["BENCH_PROFILE_DIR"] = str(profile_dir)
+    from project.celery import app
+
     worker = Worker(
-        concurrency=concurrency, env=worker_env, log_path=workdir / f"worker-{flow.kind}.log"
+        env=worker_env,
+        log_path=workdir / f"worker-{flow.kind}.log",
+        concurrency=concurrency,
+        name=f"benchpipeline-{uuid.uuid4().hex[:6]}",
+        include=["bench.bench_tasks"],
+        loglevel=env.get("LOG_LEVEL", "INFO"),
     )
     try:
-        worker.wait_ready()
+        worker.wait_ready(app=app)
         print(f"[{flow.kind}] worker ready; warm-up and {sequential} orders one at a time")
         for number in range(WARMUP_ORDERS + sequential):
             run_id = flow.submit(number)
@@ -524,7 +385,7 @@ def measure(
         print(f"[{flow.kind}] burst of {orders} orders", flush=True)
         # Queue the whole burst with the consumers paused: the submissions (the API's cost,
         # measured by bench/api.py) do not compete with the pipeline for the CPUs.
-        worker.consume(False)
+        worker.consume(app, False)
         started = time.monotonic()
         run_ids = [flow.submit(WARMUP_ORDERS + sequential + n) for n in range(orders)]
         result.submit_seconds = time.monotonic() - started
@@ -532,9 +393,9 @@ def measure(
         flush_database_stats()
         before = read_profiles(profile_dir) if profile else {}
         database_before = database_stats()
-        with CpuMeter(worker_pid=worker.process.pid, sandbox_pid=sandbox.pid) as cpu:
+        with CpuMeter(worker_pid=worker.pid, sandbox_pid=sandbox.pid) as cpu:
             released = time.time()
-            worker.consume(True)
+            worker.consume(app, True)
             finished = wait_until(
                 lambda: len(flow.notified(run_ids)) >= orders, timeout, BURST_POLL_INTERVAL
             )
@@ -547,7 +408,9 @@ def measure(
                 before, read_profiles(profile_dir)
             )
     finally:
-        worker.stop()
+        # The main process only: the pool children finish and exit on their own (so a
+        # profiling child writes its totals).
+        worker.stop(60.0, main_only=True)
     time.sleep(1.0)  # backends report their statistics when they exit or go idle
     result.database = database_stats() - database_before
     accepted = flow.accepted_at(run_ids)
@@ -577,19 +440,15 @@ DATABASE_COUNTERS = {
 def flush_database_stats() -> None:
     """A transaction on this script's connection, more than a second after its last: PostgreSQL
     reports the backend's pending statistics, so the submissions are not counted later."""
-    from django.db import connection
-
     with connection.cursor() as cursor:
         cursor.execute("SELECT 1")
 
 
 def database_stats() -> Counter:
     """PostgreSQL's own counters for the benchmark's database."""
-    import psycopg
-
     columns = ", ".join(DATABASE_COUNTERS.values())
-    with psycopg.connect(POSTGRES_ADMIN_DSN, autocommit=True) as connection:
-        row = connection.execute(
+    with psycopg.connect(POSTGRES_ADMIN_DSN, autocommit=True) as admin:
+        row = admin.execute(
             f"SELECT {columns} FROM pg_stat_database WHERE datname = %s",  # noqa: S608
             (BENCH_DATABASE,),
         ).fetchone()
@@ -778,69 +637,50 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--concurrency 1-32, --rounds 1-5")
     if args.orders < args.rounds:
         parser.error("--orders: at least one per round")
-    require_local(args.redis_url)
-
     workdir = Path(tempfile.mkdtemp(prefix="orderflow-bench-pipeline-"))
     load_average = os.getloadavg()[0]
     results: list[Measurement] = []
-    with postgres_database(BENCH_DATABASE) as database_url:
-        sandbox = SandboxProcess()
-        try:
-            env = {
-                **os.environ,
-                # The product's settings (+ --setting overrides, none by default).
-                "DJANGO_SETTINGS_MODULE": "bench.bench_settings",
-                "BENCH_SETTINGS_OVERRIDES": json.dumps(overrides),
-                "DATABASE_URL": database_url,
-                "CELERY_BROKER_URL": args.redis_url,
-                "REDIS_URL": args.redis_url,
-                "CACHE_URL": args.redis_url,
-                "PAYMENT_PROVIDER_URL": sandbox.url,
-                # The rate limit out of the way: Celery's per-task rate_limit (read from this
-                # variable) far above anything reachable, the cluster-wide limiter off.
-                "PAYMENT_PROVIDER_RATE_LIMIT": "100000/s",
-                "PAYMENT_PROVIDER_CLUSTER_RATE_LIMIT": "0",
-                "DEBUG": "0",  # production mode: no query log
-                "SECRET_KEY": "bench-pipeline-" + uuid.uuid4().hex,
-                "LOG_LEVEL": args.log_level,
-            }
-            os.environ.update(env)
-            os.environ["LOG_LEVEL"] = "WARNING"  # this script prints tables, not logs
-            migrate(env)
-
-            import django
-
-            django.setup()
-            import redis
-
-            user = seed()
-            redis_client = redis.Redis.from_url(args.redis_url)
-            print(
-                f"database {database_url} (PostgreSQL); redis {args.redis_url}; sandbox "
-                f"{sandbox.url} (no rate limit, no latency); logs {workdir}",
-                flush=True,
-            )
-            for number in range(1, args.rounds + 1):
-                for flow in (Baseline(), Product(user)):
-                    results.append(
-                        measure(
-                            flow,
-                            orders=args.orders // args.rounds,
-                            sequential=args.sequential // args.rounds,
-                            round_label=f"round {number}",
-                            concurrency=args.concurrency,
-                            env=env,
-                            workdir=workdir,
-                            redis_client=redis_client,
-                            sandbox=sandbox,
-                            timeout=args.timeout,
-                            profile=args.profile,
-                        )
+    env = environment(
+        # The product's settings (+ --setting overrides, none by default).
+        settings="bench.bench_settings",
+        redis_url=args.redis_url,
+        BENCH_SETTINGS_OVERRIDES=json.dumps(overrides),
+        # The rate limit out of the way: Celery's per-task rate_limit (read from this variable)
+        # far above anything reachable, the cluster-wide limiter off.
+        PAYMENT_PROVIDER_RATE_LIMIT="100000/s",
+        PAYMENT_PROVIDER_CLUSTER_RATE_LIMIT="0",
+        LOG_LEVEL=args.log_level,
+        **production_mode("pipeline"),
+    )
+    with (
+        sandbox_process(rate_limit=0, latency=0.0) as sandbox,  # 0: no limit
+        django_database(BENCH_DATABASE, {**env, "PAYMENT_PROVIDER_URL": sandbox.url}) as env,
+    ):
+        user = seed()
+        redis_client = redis.Redis.from_url(args.redis_url)
+        print(
+            f"database {env['DATABASE_URL']} (PostgreSQL); redis {args.redis_url}; sandbox "
+            f"{sandbox.url} (no rate limit, no latency); logs {workdir}",
+            flush=True,
+        )
+        for number in range(1, args.rounds + 1):
+            for flow in (Baseline(), Product(user)):
+                results.append(
+                    measure(
+                        flow,
+                        orders=args.orders // args.rounds,
+                        sequential=args.sequential // args.rounds,
+                        round_label=f"round {number}",
+                        concurrency=args.concurrency,
+                        env=env,
+                        workdir=workdir,
+                        redis_client=redis_client,
+                        sandbox=sandbox,
+                        timeout=args.timeout,
+                        profile=args.profile,
                     )
-            stats = sandbox.stats()
-            redis_client.flushdb()
-        finally:
-            sandbox.stop()
+                )
+        stats = sandbox.call("stats")
     header = (
         f"PostgreSQL {BENCH_DATABASE} (result backend django-db, same database), Redis broker; "
         f"1 worker, prefork concurrency {args.concurrency}, LOG_LEVEL={args.log_level}, "
