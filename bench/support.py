@@ -29,12 +29,15 @@ from project.processes import (
 )
 
 BENCH_PRODUCTS = {"BENCH-A": "10.00", "BENCH-B": "4.50"}
-LOCMEM_EMAIL = "django.core.mail.backends.locmem.EmailBackend"  # nothing leaves 127.0.0.1
+# Nothing leaves 127.0.0.1, whatever .env says: e-mail goes to the worker's log (the settings'
+# default, so the figures stay comparable) or, with LOCMEM_EMAIL, stays in memory.
+CONSOLE_EMAIL = "django.core.mail.backends.console.EmailBackend"
+LOCMEM_EMAIL = "django.core.mail.backends.locmem.EmailBackend"
 
 
 def environment(*, settings: str, redis_url: str, **values: str) -> dict[str, str]:
     """The processes' environment: this one's, the settings module, one Redis database for the
-    broker, the cache and everything else (REDIS_URL), e-mail kept in memory, then `values`."""
+    broker, the cache and everything else (REDIS_URL), e-mail on the console, then `values`."""
     require_local(redis_url)
     return {
         **os.environ,
@@ -42,7 +45,7 @@ def environment(*, settings: str, redis_url: str, **values: str) -> dict[str, st
         "CELERY_BROKER_URL": redis_url,
         "REDIS_URL": redis_url,
         "CACHE_URL": redis_url,
-        "EMAIL_BACKEND": LOCMEM_EMAIL,
+        "EMAIL_BACKEND": CONSOLE_EMAIL,
         **values,
     }
 

@@ -20,23 +20,28 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
-import os
 import sys
 import tempfile
 import threading
 import time
-import uuid
 from pathlib import Path
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 if str(BASE_DIR) not in sys.path:  # `python bench/tracking.py` puts bench/, not the project
     sys.path.insert(0, str(BASE_DIR))
 
-from bench.api import Gunicorn, free_port, seed  # noqa: E402
-from bench.support import LOCALHOST, migrate, percentile, postgres_database  # noqa: E402
+from bench.support import (  # noqa: E402
+    api_token,
+    django_database,
+    environment,
+    percentile,
+    production_mode,
+    seed,
+)
+from project.processes import LOCALHOST, free_port, web  # noqa: E402
 
 BENCH_DATABASE = "orderflow_bench_tracking"
-REDIS_URL = f"redis://{LOCALHOST}:6379/10"
+REDIS_URL = "redis://127.0.0.1:6379/10"
 WORKERS, THREADS = 2, 4  # the Procfile's web server
 BODY = json.dumps({"lines": [{"sku": "BENCH-A", "quantity": 1}], "payment_token": "tok_ok"})
 
@@ -110,65 +115,43 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=10.0, help="polling load duration")
     parser.add_argument("--hold", type=float, default=30.0, help="seconds a held request lasts")
+    parser.add_argument("--redis-url", default=REDIS_URL)
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="orderflow-bench-tracking-"))
-    with postgres_database(BENCH_DATABASE) as database_url:
-        env = {
-            **os.environ,
-            "DJANGO_SETTINGS_MODULE": "project.settings",
-            "DATABASE_URL": database_url,
-            "CELERY_BROKER_URL": REDIS_URL,
-            "REDIS_URL": REDIS_URL,
-            "CACHE_URL": REDIS_URL,
-            "ORDER_CREATE_THROTTLE_RATE": "1000000/s",
-            "DEBUG": "0",
-            "SECRET_KEY": "bench-tracking-" + uuid.uuid4().hex,
-            "SECURE_SSL_REDIRECT": "0",
-            "ALLOWED_HOSTS": LOCALHOST,
-            "LOG_LEVEL": "WARNING",
-        }
-        os.environ.update(env)
-        migrate(env)
-        import django
+    env = environment(
+        settings="project.settings",
+        redis_url=args.redis_url,
+        ORDER_CREATE_THROTTLE_RATE="1000000/s",
+        LOG_LEVEL="WARNING",
+        **production_mode("tracking"),
+    )
+    port = free_port()
+    with (
+        django_database(BENCH_DATABASE, env) as env,
+        web(
+            env=env, log_path=workdir / "gunicorn.log", port=port, workers=WORKERS, threads=THREADS
+        ),
+    ):
+        token = api_token(seed())
+        status, _, payload = request(port, "POST", "/api/orders/", token, BODY)
+        assert status == 202, payload
+        order_path = f"/api/orders/{json.loads(payload)['id']}/"
 
-        django.setup()
-        import redis
-
-        redis.Redis.from_url(REDIS_URL).flushdb()
-        token = seed()
-        port = free_port()
-        server = Gunicorn(
-            port=port,
-            workers=WORKERS,
-            threads=THREADS,
-            env=env,
-            log_path=workdir / "gunicorn.log",
-            wsgi_app="project.wsgi:application",
+        print(f"gunicorn {WORKERS} workers x {THREADS} threads, DEBUG=0, PostgreSQL, no worker")
+        rps, latencies, statuses = poll_load(port, order_path, token, 8, args.seconds)
+        print(
+            f"1. polling GET {order_path}: {rps:.0f} req/s, p50 "
+            f"{percentile(latencies, 0.5) * 1000:.1f} ms, p99 "
+            f"{percentile(latencies, 0.99) * 1000:.1f} ms, statuses {statuses}; "
+            f"viewers at the page's fastest poll (2 req/s each): {rps / 2:.0f}, "
+            f"at its slowest (0.2 req/s): {rps / 0.2:.0f}"
         )
-        try:
-            server.wait_ready(token)
-            status, _, payload = request(port, "POST", "/api/orders/", token, BODY)
-            assert status == 202, payload
-            order_path = f"/api/orders/{json.loads(payload)['id']}/"
-
-            print(f"gunicorn {WORKERS} workers x {THREADS} threads, DEBUG=0, PostgreSQL, no worker")
-            rps, latencies, statuses = poll_load(port, order_path, token, 8, args.seconds)
+        for streams in (4, WORKERS * THREADS):
+            timings = held_streams(port, token, streams, args.hold)
             print(
-                f"1. polling GET {order_path}: {rps:.0f} req/s, p50 "
-                f"{percentile(latencies, 0.5) * 1000:.1f} ms, p99 "
-                f"{percentile(latencies, 0.99) * 1000:.1f} ms, statuses {statuses}; "
-                f"viewers at the page's fastest poll (2 req/s each): {rps / 2:.0f}, "
-                f"at its slowest (0.2 req/s): {rps / 0.2:.0f}"
+                f"2. {streams} held streams ({args.hold:g} s each): GET /api/products/ took "
+                + ", ".join(f"{seconds:.2f} s" for seconds in timings)
             )
-            for streams in (4, WORKERS * THREADS):
-                timings = held_streams(port, token, streams, args.hold)
-                print(
-                    f"2. {streams} held streams ({args.hold:g} s each): GET /api/products/ took "
-                    + ", ".join(f"{seconds:.2f} s" for seconds in timings)
-                )
-        finally:
-            server.stop()
-            redis.Redis.from_url(REDIS_URL).flushdb()
 
 
 if __name__ == "__main__":

@@ -14,12 +14,13 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from urllib.parse import urlparse
 
 import redis
 from django.core.management import CommandError, call_command
+
+from project.processes import wait_until
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -56,13 +57,13 @@ def start_embedded_redis(url: str, timeout: float = 10.0) -> subprocess.Popen:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    deadline = time.monotonic() + timeout
-    while not redis_answers(url, timeout=0.2):
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            shutil.rmtree(workdir, ignore_errors=True)
-            raise RuntimeError(f"embedded Redis did not start on {parsed.netloc}")
-        time.sleep(0.05)
+    answering = wait_until(
+        lambda: process.poll() is not None or redis_answers(url, timeout=0.2), timeout, 0.05
+    )
+    if not answering or process.poll() is not None:
+        process.kill()
+        shutil.rmtree(workdir, ignore_errors=True)
+        raise RuntimeError(f"embedded Redis did not start on {parsed.netloc}")
     process.workdir = workdir  # type: ignore[attr-defined]
     return process
 
