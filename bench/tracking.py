@@ -2,8 +2,9 @@
 
     .venv/bin/python bench/tracking.py [--seconds 10] [--hold 30]
 
-One run against the Procfile's web server (gunicorn, 2 workers x 4 threads, DEBUG=0), with an
-order that stays `accepted` (no worker runs):
+One run against the WSGI server the Procfile had when issue 5 was decided (gunicorn on
+project/wsgi.py, 2 workers x 4 threads, DEBUG=0), with an order that stays `accepted` (no worker
+runs):
 
   1. polling   8 keep-alive clients GET /api/orders/<id>/ (what the page fetches) back to back:
                requests/s, p50, p99. The page polls every 0.5 s, backing off to 5 s, so a viewer
@@ -12,7 +13,8 @@ order that stays `accepted` (no worker runs):
                /api/orders/?wait=H: a sync thread blocked on Redis pub/sub for H seconds), for N
                = 4 (half the threads) and 8 (all of them); meanwhile 3 GET /api/products/ are timed.
 
-Self-contained and local only (127.0.0.1): its own PostgreSQL database and Redis database.
+Self-contained and local only (127.0.0.1): its own PostgreSQL database and Redis database
+(--redis-url).
 """
 
 from __future__ import annotations
