@@ -24,6 +24,7 @@ from django.db import connection
 from django.http import JsonResponse
 from rest_framework.throttling import SimpleRateThrottle
 
+from project.ratelimit import provider_limiter
 from project.redis_client import get_redis
 from project.throttling import client_address, fixed_window_hit
 
@@ -149,8 +150,6 @@ def _retry_after(request) -> float | None:
 
 
 def _provider_rate_limit() -> dict | str:
-    from project.ratelimit import provider_limiter
-
     try:
         limiter = provider_limiter()
         if limiter is None:
