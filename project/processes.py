@@ -266,14 +266,14 @@ class Worker(StackProcess):
 
 
 @contextlib.contextmanager
-def worker(*, app=None, main_only_stop: bool = False, **options: Any) -> Iterator[Worker]:
+def worker(*, app=None, **options: Any) -> Iterator[Worker]:
     """A started, ready Worker (see Worker for the options), stopped warm on the way out."""
     process = Worker(**options)
     try:
         process.wait_ready(app=app)
         yield process
     finally:
-        process.stop(60.0 if main_only_stop else 30.0, main_only=main_only_stop)
+        process.stop()
 
 
 @contextlib.contextmanager
