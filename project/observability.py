@@ -21,23 +21,17 @@ import logging.config
 import os
 import re
 import uuid
+from typing import TYPE_CHECKING
 
 import structlog
 from celery.concurrency import get_implementation
 from django.utils.log import AdminEmailHandler as DjangoAdminEmailHandler
 from django_structlog.middlewares import RequestMiddleware as StructlogRequestMiddleware
-from opentelemetry import trace
-from opentelemetry.instrumentation.celery import CeleryInstrumentor
-from opentelemetry.instrumentation.django import DjangoInstrumentor
-from opentelemetry.instrumentation.requests import RequestsInstrumentor
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import (
-    BatchSpanProcessor,
-    ConsoleSpanExporter,
-    SpanExporter,
-)
 from structlog.contextvars import bind_contextvars, clear_contextvars, get_contextvars
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SpanExporter
 
 HEADER = "correlation_id"  # the log field and context variable
 # The message header that names the order a message belongs to, whatever context sends it.
@@ -74,8 +68,8 @@ def bind_correlation_id(value: str) -> None:
 
 def _add_trace_ids(logger, method_name: str, event_dict: dict) -> dict:
     """With tracing on, every line names its trace and span, so a log line leads to its trace."""
-    if _tracer_provider is not None:
-        context = trace.get_current_span().get_span_context()
+    if _tracing is not None:
+        context = _tracing.current_span().get_span_context()
         if context.is_valid:
             event_dict.setdefault("trace_id", format(context.trace_id, "032x"))
             event_dict.setdefault("span_id", format(context.span_id, "016x"))
@@ -205,8 +199,18 @@ def bind_task_correlation_id(sender=None, task=None, **kwargs) -> None:
 
 
 # --- Tracing (OpenTelemetry), off unless the standard OTEL_* variables ask for it ---------------
+# The SDK and the instrumentation are imported only by a process that traces: off costs nothing,
+# not even their import.
 
-_tracer_provider: TracerProvider | None = None
+_tracing: _Tracing | None = None
+
+
+class _Tracing:
+    """What a tracing process holds: its provider, and the API's current-span lookup."""
+
+    def __init__(self, provider: TracerProvider, current_span) -> None:
+        self.provider = provider
+        self.current_span = current_span
 
 
 def tracing_requested(environ=os.environ) -> bool:
@@ -229,15 +233,15 @@ def _exporter_from_env(environ=os.environ) -> SpanExporter:
         for name in (environ.get("OTEL_TRACES_EXPORTER") or "otlp").split(",")
         if name.strip()
     }
-    unsupported = names - {"otlp", "console"}
-    if unsupported or len(names) != 1:
+    if len(names) != 1 or not names <= {"otlp", "console"}:
         raise ValueError(
             f"OTEL_TRACES_EXPORTER={environ.get('OTEL_TRACES_EXPORTER')!r}: one of otlp, console"
         )
     if names == {"console"}:
+        from opentelemetry.sdk.trace.export import ConsoleSpanExporter
+
         return ConsoleSpanExporter()
-    # Imported here, not at the top: the OTLP exporter pulls protobuf in, which only a process
-    # that exports needs. It reads OTEL_EXPORTER_OTLP_* itself (http/protobuf).
+    # It reads OTEL_EXPORTER_OTLP_* itself (HTTP/protobuf).
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
     return OTLPSpanExporter()
@@ -250,13 +254,21 @@ def configure_tracing(*, service: str, exporter: SpanExporter | None = None) -> 
     returns whether tracing is on. OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES and
     OTEL_TRACES_SAMPLER are honoured by the SDK.
     """
-    global _tracer_provider
-    if _tracer_provider is not None:
+    global _tracing
+    if _tracing is not None:
         return True
     if exporter is None:
         if not tracing_requested():
             return False
         exporter = _exporter_from_env()
+    from opentelemetry import trace
+    from opentelemetry.instrumentation.celery import CeleryInstrumentor
+    from opentelemetry.instrumentation.django import DjangoInstrumentor
+    from opentelemetry.instrumentation.requests import RequestsInstrumentor
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
     attributes = {} if os.environ.get("OTEL_SERVICE_NAME") else {"service.name": service}
     provider = TracerProvider(resource=Resource.create(attributes))
     provider.add_span_processor(BatchSpanProcessor(exporter))
@@ -264,21 +276,30 @@ def configure_tracing(*, service: str, exporter: SpanExporter | None = None) -> 
     DjangoInstrumentor().instrument(tracer_provider=provider)
     CeleryInstrumentor().instrument(tracer_provider=provider)
     RequestsInstrumentor().instrument(tracer_provider=provider)
-    _tracer_provider = provider
+    _tracing = _Tracing(provider, trace.get_current_span)
     return True
 
 
+def flush_tracing() -> None:
+    if _tracing is not None:
+        _tracing.provider.force_flush()
+
+
 def stop_tracing() -> None:
-    """Flush what is buffered and take the instrumentation out (tests; process exit)."""
-    global _tracer_provider
-    if _tracer_provider is None:
+    """Flush what is buffered and take the instrumentation out (tests)."""
+    global _tracing
+    if _tracing is None:
         return
-    _tracer_provider.force_flush()
+    from opentelemetry.instrumentation.celery import CeleryInstrumentor
+    from opentelemetry.instrumentation.django import DjangoInstrumentor
+    from opentelemetry.instrumentation.requests import RequestsInstrumentor
+
+    _tracing.provider.force_flush()
     DjangoInstrumentor().uninstrument()
     CeleryInstrumentor().uninstrument()
     RequestsInstrumentor().uninstrument()
-    _tracer_provider.shutdown()
-    _tracer_provider = None
+    _tracing.provider.shutdown()
+    _tracing = None
 
 
 def start_worker_tracing(sender=None, **kwargs) -> None:
