@@ -43,7 +43,13 @@ VALID_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 # Beat runs these every few seconds; their routine lines are dropped so that the log shows
 # orders. Their warnings and failures are kept.
 HOUSEKEEPING_TASKS = frozenset(
-    {"orders.relay_outbox", "orders.sweep_stuck_orders", "notifications.sweep_webhook_deliveries"}
+    {
+        "orders.relay_outbox",
+        "orders.recover_orders",
+        "orders.reconcile_payments",
+        "orders.prune_tables",
+        "notifications.sweep_webhook_deliveries",
+    }
 )
 
 

@@ -121,9 +121,7 @@ def test_the_message_header_names_the_order_whatever_context_sends_it(celery_wor
     structlog.contextvars.clear_contextvars()
     bind_correlation_id("the-relay-itself")
     try:
-        result = celery_app.send_task(
-            "orders.sweep_stuck_orders", headers={MESSAGE_HEADER: "order-7"}
-        )
+        result = celery_app.send_task("orders.recover_orders", headers={MESSAGE_HEADER: "order-7"})
     finally:
         structlog.contextvars.clear_contextvars()
 
@@ -136,7 +134,7 @@ def test_the_message_header_names_the_order_whatever_context_sends_it(celery_wor
 
     (line,) = wait_for(succeeded, timeout=20)
     assert line["correlation_id"] == "order-7"
-    assert line["task"] == "orders.sweep_stuck_orders"
+    assert line["task"] == "orders.recover_orders"
 
 
 @pytest.mark.django_db
