@@ -4,12 +4,12 @@ Every variable is documented with its default in `.env.example`.
 """
 
 from datetime import timedelta
+from email.utils import parseaddr
+from ipaddress import ip_network
 from pathlib import Path
 
 import environ
 from django.core.exceptions import ImproperlyConfigured
-
-from project.observability import logging_config
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -36,8 +36,8 @@ if not DEBUG:
     CSRF_COOKIE_SECURE = True
     if env.bool("BEHIND_TLS_PROXY", default=False):
         SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
-    # /healthz is probed over plain HTTP inside the network.
-    SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+    # /healthz is probed and /metrics scraped over plain HTTP inside the network.
+    SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^metrics$"]
 SESSION_COOKIE_HTTPONLY = True
 X_FRAME_OPTIONS = "DENY"
 
@@ -55,15 +55,20 @@ INSTALLED_APPS = [
     "django_celery_results",
     "django_celery_beat",
     "axes",
+    "django_structlog",
+    "django_prometheus",
     "orders",
     "orders.provider",
     "notifications",
 ]
 
 MIDDLEWARE = [
+    # HTTP metrics for /metrics: first and last, so that they time the whole chain.
+    "django_prometheus.middleware.PrometheusBeforeMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
-    "project.observability.CorrelationIdMiddleware",
+    # django-structlog's request lines, with the order's correlation id (project/observability.py)
+    "project.observability.RequestMiddleware",
     "project.api_errors.BodySizeLimitMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -71,7 +76,9 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
-    # Last: turns a login refused by the lockout into a 429 (axes' documented position).
+    "django_prometheus.middleware.PrometheusAfterMiddleware",
+    # Last: turns a login refused by the lockout into a 429 (axes' documented position), before
+    # the metrics middleware sees the response.
     "axes.middleware.AxesMiddleware",
 ]
 
@@ -304,12 +311,69 @@ FLOWER_BASIC_AUTH = env.str(
     "FLOWER_BASIC_AUTH", default=INSECURE_DEFAULT_FLOWER_BASIC_AUTH if DEBUG else ""
 )
 
-# Structured logs through structlog (project/observability.py): JSON lines in production,
-# readable lines in development; every line carries the bound correlation id.
-LOGGING = logging_config(
-    json=env.bool("LOG_JSON", default=not DEBUG), level=env.str("LOG_LEVEL", default="INFO")
-)
+# --- Observability (project/observability.py, project/metrics.py; README "What an operator sees")
+# Logs: django-structlog and structlog over the standard library; JSON lines with LOG_JSON=1.
+# Django hands LOGGING to LOGGING_CONFIG, which also configures structlog.
+LOG_JSON = env.bool("LOG_JSON", default=not DEBUG)
+LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
+LOGGING_CONFIG = "project.observability.configure_logging"
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "structured": {"()": "project.observability.structured_formatter", "json": LOG_JSON}
+    },
+    "filters": {
+        "routine_housekeeping": {"()": "project.observability.RoutineHousekeepingFilter"},
+        "require_debug_false": {"()": "django.utils.log.RequireDebugFalse"},
+    },
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "structured",
+            "filters": ["routine_housekeeping"],
+            # The process's own stderr: Celery swaps sys.stderr for a proxy that logs (and
+            # would loop back here), and test runners swap and close theirs.
+            "stream": "ext://sys.__stderr__",
+        },
+        # Errors of requests (django) and of tasks (django-structlog's task_failed) to ADMINS.
+        "mail_admins": {
+            "class": "project.observability.AdminEmailHandler",
+            "level": "ERROR",
+            "formatter": "structured",
+            "filters": ["require_debug_false"],
+        },
+    },
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {
+        "django": {"handlers": ["mail_admins"], "level": LOG_LEVEL},
+        "django_structlog.celery": {"handlers": ["mail_admins"], "level": LOG_LEVEL},
+        # Celery's own per-task lines repeat django-structlog's (which carry the context).
+        "celery.app.trace": {"level": "WARNING"},
+        "celery.worker.strategy": {"level": "WARNING"},
+    },
+}
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+# django-structlog's Celery receiver is connected in project/celery.py, not by its app's ready()
+# (DJANGO_STRUCTLOG_CELERY_ENABLED stays off).
+# Who is e-mailed about errors (mail_admins): "Name <address>, address, ...".
+ADMINS = [
+    (name or address, address)
+    for name, address in map(parseaddr, env.list("ADMINS", default=[]))
+    if "@" in address
+]
+SERVER_EMAIL = env.str("SERVER_EMAIL", default=DEFAULT_FROM_EMAIL)
+# /metrics (project/metrics.py): every configured credential is required; none configured
+# refuses every scrape. A bearer token, and/or the networks a scraper may come from.
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
+METRICS_ALLOWED_NETWORKS = [
+    str(ip_network(network, strict=False))  # a typo fails at start-up, not at the first scrape
+    for network in env.list("METRICS_ALLOWED_NETWORKS", default=[])
+]
+# Where workers keep task counters and latency histograms for /metrics (in REDIS_URL).
+METRICS_REDIS_PREFIX = env.str("METRICS_REDIS_PREFIX", default="orderflow:metrics")
+# Tracing (OpenTelemetry, OTEL_* variables) and error tracking (SENTRY_DSN) are read by the
+# process entry points, not here: project/wsgi.py and project/celery.py.
 
 # --- Notifications and webhooks ---
 # Webhook URLs must be http(s) and public (SSRF guard); True only for local receivers and tests.

@@ -2,10 +2,12 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
+from orders.monitoring import PipelineHealthCollector
 from orders.views import order_tracking
 
 from .auth_api import ObtainTokenApi
 from .health import healthz
+from .metrics import metrics_view
 
 handler404 = "project.api_errors.handler404"
 handler500 = "project.api_errors.handler500"
@@ -15,6 +17,7 @@ urlpatterns = [
     path("accounts/", include("django.contrib.auth.urls")),
     path("orders/<uuid:order_id>/", order_tracking, name="order-tracking"),
     path("healthz", healthz, name="healthz"),
+    path("metrics", metrics_view, {"collectors": [PipelineHealthCollector()]}, name="metrics"),
     path("api/auth/token/", ObtainTokenApi.as_view(), name="api-token"),
     path("api/", include("orders.urls")),
     path("api/", include("notifications.urls")),
