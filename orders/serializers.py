@@ -99,7 +99,9 @@ class OrderProgressSerializer(serializers.Serializer):
     held = serializers.ListField(
         child=serializers.CharField(), help_text="What is still held for an unsettled order."
     )
-    failed_step = serializers.ChoiceField(choices=presentation.STEPS, allow_null=True)
+    failed_step = serializers.CharField(
+        allow_null=True, help_text="The `key` of the step where the order stopped, if any."
+    )
     steps = ProgressStepSerializer(many=True)
     timeline = ProgressTimelineRowSerializer(many=True)
 

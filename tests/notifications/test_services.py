@@ -36,13 +36,17 @@ def test_outcome_of_a_terminal_order_is_notified_and_emailed_once(catalog, custo
     assert notification.title == "Your order could not be processed"
     assert notification.data == {"order_id": str(order.pk), "status": "failed"}
     assert str(order.pk) in notification.body
-    assert "Reason: authorize_payment failed" in notification.body
+    # Customer words (orders/presentation.py), never the dead letter's exception text.
+    assert "Nothing was charged." in notification.body
+    for internal in ("authorize_payment", "attempt(s)", "TransientError", "Reason:"):
+        assert internal not in notification.body
     assert notification.emailed_at is not None
     assert len(mail.outbox) == 1
     assert mail.outbox[0].to == ["alice@example.com"]
     assert mail.outbox[0].subject == "Your order could not be processed"
     assert str(order.pk) in mail.outbox[0].body
-    assert "authorize_payment failed" in mail.outbox[0].body
+    assert "Nothing was charged." in mail.outbox[0].body
+    assert "TransientError" not in mail.outbox[0].body
 
     again = send_outcome(order)
 
