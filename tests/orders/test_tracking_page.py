@@ -1,22 +1,15 @@
 """The live tracking page in a real headless browser (Debian's chromium, driven by Playwright).
 
 Screenshots of every state, at a desktop and a phone width, are kept as test artefacts in
-`$TEST_ARTIFACTS_DIR/tracking` (or a temporary directory printed in the test output).
+`$TEST_ARTIFACTS_DIR/screenshots` (or a temporary directory printed in the test output).
 """
 
-import os
-import tempfile
-from pathlib import Path
-
 import pytest
-from django.conf import settings
-from django.test import Client
 from rest_framework.authtoken.models import Token
 
 from tests.factories import order_in_state
+from tests.orders.conftest import VIEWPORTS, needs_chromium
 
-CHROMIUM = "/usr/bin/chromium"
-VIEWPORTS = {"desktop": {"width": 1280, "height": 800}, "phone": {"width": 390, "height": 844}}
 # What must never reach a customer: exception and task text, and promises nothing keeps.
 INTERNAL_TEXT = [
     "TransientError",
@@ -31,71 +24,7 @@ INTERNAL_TEXT = [
     "will retry",
 ]
 
-pytestmark = [
-    pytest.mark.skipif(
-        not os.path.exists(CHROMIUM),
-        reason=f"{CHROMIUM} is absent (make test installs it with apt when run as root)",
-    ),
-]
-
-
-@pytest.fixture(scope="module")
-def browser():
-    sync_api = pytest.importorskip("playwright.sync_api")
-    # Playwright's sync API runs an event loop in this thread; the test's own ORM calls are
-    # still synchronous (the pattern pytest-playwright documents for Django).
-    with pytest.MonkeyPatch.context() as patch, sync_api.sync_playwright() as playwright:
-        patch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            args=[
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-quic",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-            ],
-        )
-        yield browser
-        browser.close()
-
-
-@pytest.fixture(scope="session")
-def screenshots_dir() -> Path:
-    root = os.environ.get("TEST_ARTIFACTS_DIR") or tempfile.mkdtemp(prefix="orderflow-artefacts-")
-    directory = Path(root) / "tracking"
-    directory.mkdir(parents=True, exist_ok=True)
-    print(f"\ntracking page screenshots: {directory}")
-    return directory
-
-
-@pytest.fixture
-def signed_in_page(browser, live_server):
-    """signed_in_page(user, viewport): a browser page carrying `user`'s session."""
-    contexts = []
-
-    def open_page(user, viewport: str = "desktop"):
-        client = Client()
-        client.force_login(user)
-        context = browser.new_context(viewport=VIEWPORTS[viewport])
-        contexts.append(context)
-        context.add_cookies(
-            [
-                {
-                    "name": settings.SESSION_COOKIE_NAME,
-                    "value": client.cookies[settings.SESSION_COOKIE_NAME].value,
-                    "url": live_server.url,
-                }
-            ]
-        )
-        return context.new_page()
-
-    yield open_page
-    for context in contexts:
-        context.close()
+pytestmark = [needs_chromium]
 
 
 def tiles(page) -> dict[str, tuple[str, str]]:
