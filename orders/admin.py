@@ -264,10 +264,23 @@ class OrderAdmin(admin.ModelAdmin):
         )
 
 
+class ReplayedFilter(admin.SimpleListFilter):
+    title = _("replayed")
+    parameter_name = "replayed"
+
+    def lookups(self, request, model_admin):
+        return [("no", _("Not replayed")), ("yes", _("Replayed"))]
+
+    def queryset(self, request, queryset):
+        if self.value() in ("no", "yes"):
+            return queryset.filter(replayed_at__isnull=self.value() == "no")
+        return queryset
+
+
 @admin.register(DeadLetter)
 class DeadLetterAdmin(admin.ModelAdmin):
     list_display = ["created", "step", "order_link", "attempts", "replay"]
-    list_filter = [("replayed_at", admin.EmptyFieldListFilter), "step"]
+    list_filter = [ReplayedFilter, "step"]
     date_hierarchy = "created_at"
     list_select_related = ["order"]
     search_fields = ["order__id", "correlation_id", "exception"]

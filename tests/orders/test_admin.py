@@ -194,3 +194,19 @@ def test_the_changelists_fit_a_1280_pixel_screen(
                     (box) => box.scrollWidth - box.clientWidth))"""
         )
         assert overflow <= 0, f"{path} is {overflow}px wider than the screen"
+
+
+def test_a_failed_order_is_replayed_from_its_page(admin_client, catalog, customer):
+    order = order_in_state(user=customer, state="accepted", product=catalog["BOOK-1"])
+    order_failed(order)
+    replay_url = f"/admin/orders/order/{order.pk}/replay/"
+    assert replay_url in order_page(admin_client, order)
+
+    assert admin_client.get(replay_url).status_code == 405
+    response = admin_client.post(replay_url)
+
+    assert response.status_code == 302
+    order.refresh_from_db()
+    assert (order.status, order.replays) == ("accepted", 1)
+    assert DeadLetter.objects.get(order=order).replayed_at is not None
+    assert replay_url not in order_page(admin_client, order)  # only a failed order replays
