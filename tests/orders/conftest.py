@@ -77,3 +77,13 @@ def signed_in_page(browser, live_server):
     yield open_page
     for context in contexts:
         context.close()
+
+
+def overflow_px(page) -> int:
+    """How far the page runs past the screen, or a table past its box."""
+    return page.evaluate(
+        """() => Math.max(
+            document.documentElement.scrollWidth - window.innerWidth,
+            ...[...document.querySelectorAll("table")].map(
+                (table) => table.offsetWidth - table.parentElement.clientWidth))"""
+    )

@@ -8,7 +8,7 @@ import pytest
 from rest_framework.authtoken.models import Token
 
 from tests.factories import order_in_state
-from tests.orders.conftest import VIEWPORTS, needs_chromium
+from tests.orders.conftest import VIEWPORTS, needs_chromium, overflow_px
 
 # What must never reach a customer: exception and task text, and promises nothing keeps.
 INTERNAL_TEXT = [
@@ -175,6 +175,7 @@ def test_each_outcome_draws_what_happened_in_customer_language(
         assert page.inner_text("[data-testid=final]").lower().count("declined") == 1
         assert body.lower().count("nothing was charged") == 1
     page.screenshot(path=str(screenshots_dir / f"{state}-{viewport}.png"), full_page=True)
+    assert overflow_px(page) <= 0
 
 
 @pytest.mark.django_db(transaction=True)
@@ -195,6 +196,31 @@ def test_retries_read_as_the_provider_being_busy_and_nothing_is_claimed_too_earl
     assert "Payment provider busy, retrying… (5 tries)" in rows[1]
     assert page.locator("#final").is_hidden()
     page.screenshot(path=str(screenshots_dir / "retrying-desktop.png"), full_page=True)
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("viewport", list(VIEWPORTS))
+def test_my_orders_links_each_tracking_page(
+    signed_in_page, live_server, catalog, customer, screenshots_dir, viewport
+):
+    orders = [
+        order_in_state(user=customer, state=state, product=catalog["BOOK-1"])
+        for state in ("confirmed", "payment_declined", "failed", "accepted")
+    ]
+    page = signed_in_page(customer, viewport)
+    page.goto(f"{live_server.url}/")
+
+    assert page.url == f"{live_server.url}/orders/"
+    rows = page.locator("tr[data-order]")
+    assert [row.get_attribute("data-order") for row in rows.all()] == [
+        str(order.pk) for order in reversed(orders)
+    ]
+    assert rows.first.locator(".pill").inner_text() == "Processing"
+    page.screenshot(path=str(screenshots_dir / f"my-orders-{viewport}.png"), full_page=True)
+    assert overflow_px(page) <= 0
+    rows.last.locator("a").click()
+    page.wait_for_url(f"{live_server.url}/orders/{orders[0].pk}/")
+    assert page.locator("#final.ok").is_visible()
 
 
 @pytest.mark.django_db
