@@ -124,6 +124,7 @@ STOCK_RELEASED = _("The items reserved for you were put back in stock.")
 # Only for an order that ended without being settled (SPEC §2 says it must not): the truth.
 STILL_AUTHORIZED = _("Your payment is authorized but has not been taken.")
 STILL_CAPTURED = _("Your payment was taken and has not been refunded.")
+STILL_RESERVED = _("The items are still reserved for you.")
 
 # The timeline in customer words; events not listed here are internal and not shown.
 EVENT_TEXTS = {
@@ -261,6 +262,8 @@ def _money(order: Order, fold: _Fold) -> tuple[list, list]:
         undone.append(NOTHING_CHARGED)  # a decline already says so in its message
     if STOCK in fold.undone:
         undone.append(STOCK_RELEASED)
+    elif STOCK in fold.reached:
+        held.append(STILL_RESERVED)
     return undone, held
 
 

@@ -101,6 +101,22 @@ def test_a_failed_order_left_unsettled_says_what_is_still_held(catalog, customer
     assert progress["held"] == ["Your payment is authorized but has not been taken."]
 
 
+def test_a_failed_capture_left_unsettled_says_the_items_are_still_held(catalog, customer):
+    order = order_in_state(user=customer, state="payment_authorized", product=catalog["BOOK-1"])
+    add_event(order, "cart_verified")
+    add_event(order, "stock_reserved")
+    add_event(order, "failed", step="confirm_order", error=CONNECT_TIMEOUT)
+    order.status = OrderStatus.FAILED
+
+    progress = order_progress_data(order)
+
+    assert states(progress)["confirmation"] == "failed"
+    assert progress["held"] == [
+        "Your payment is authorized but has not been taken.",
+        "The items are still reserved for you.",
+    ]
+
+
 def test_a_replayed_order_is_back_in_progress(catalog, customer):
     order = order_in_state(user=customer, state="failed_at_payment", product=catalog["BOOK-1"])
     add_event(order, "replayed", from_step="authorize_payment", by="staff")
