@@ -4,7 +4,6 @@ only by deltas, and what failed shows what was done about it."""
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
-from django.db.models import F
 from django.http import HttpResponseNotAllowed, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
@@ -33,16 +32,6 @@ def short_id(value) -> str:
 def compact_time(moment) -> str:
     """A changelist's time column: narrow enough for a 1280 px screen with both sidebars."""
     return "—" if moment is None else timezone.localtime(moment).strftime("%Y-%m-%d %H:%M")
-
-
-def product_stock_adjust(*, product_id: int, delta: int) -> bool:
-    """Add (or with a negative delta remove) units in one UPDATE against the stock as it is now,
-    never a value read earlier; refuses (False) to go below zero."""
-    return bool(
-        Product.objects.filter(pk=product_id, stock__gte=max(0, -delta)).update(
-            stock=F("stock") + delta
-        )
-    )
 
 
 class ProductForm(forms.ModelForm):
@@ -94,14 +83,17 @@ class ProductAdmin(admin.ModelAdmin):
             return
         obj.save(update_fields=self.editable_fields)
         delta = form.cleaned_data.get("stock_change") or 0
-        if delta and not product_stock_adjust(product_id=obj.pk, delta=delta):
-            # Reserved away between the form's check and this update: nothing was removed.
-            self.message_user(
-                request,
-                _("Stock was not changed: fewer than %(units)d units are left.")
-                % {"units": -delta},
-                messages.ERROR,
-            )
+        if delta:
+            try:
+                services.product_stock_adjust(product_id=obj.pk, delta=delta)
+            except ValueError:
+                # Reserved away between the form's check and this update: nothing was removed.
+                self.message_user(
+                    request,
+                    _("Stock was not changed: fewer than %(units)d units are left.")
+                    % {"units": -delta},
+                    messages.ERROR,
+                )
         obj.refresh_from_db(fields=["stock"])
 
 
@@ -129,7 +121,15 @@ class OrderLineInline(ReadOnlyInline, admin.TabularInline):
 
 class PaymentInline(ReadOnlyInline, admin.StackedInline):
     model = Payment
-    fields = ["provider_payment_id", "status", "amount", "currency", "created_at", "updated_at"]
+    fields = [
+        "provider_payment_id",
+        "status",
+        "amount",
+        "currency",
+        "created_at",
+        "updated_at",
+        "reconciled_at",
+    ]
     readonly_fields = fields
 
 
@@ -172,6 +172,10 @@ class OrderAdmin(admin.ModelAdmin):
         "failed_from_status",
         "failure_reason",
         "replays",
+        "stock_held",
+        "run",
+        "lease_holder",
+        "lease_until",
         "idempotency_key",
         "created_at",
         "pipeline_started_at",
@@ -280,13 +284,14 @@ class ReplayedFilter(admin.SimpleListFilter):
 @admin.register(DeadLetter)
 class DeadLetterAdmin(admin.ModelAdmin):
     list_display = ["created", "step", "order_link", "attempts", "replay"]
-    list_filter = [ReplayedFilter, "step"]
+    list_filter = [ReplayedFilter, "step", "reason"]
     date_hierarchy = "created_at"
     list_select_related = ["order"]
     search_fields = ["order__id", "correlation_id", "exception"]
     fields = [
         "order_link",
         "step",
+        "reason",
         "task_name",
         "attempts",
         "created_at",

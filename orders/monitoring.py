@@ -8,46 +8,35 @@ when something is down.
 
 from datetime import timedelta
 
-from celery import current_app
 from django.conf import settings
 from django.db.models import Count, Max, Min, Q
 from django.utils import timezone
 
-# The same checks /healthz answers with, so the page and the probe never disagree.
-from project.health import _check_broker, _check_database, _live_workers
+from project import broker
+from project.health import _check_broker, _check_database, _live_workers  # as /healthz says
 from project.ratelimit import provider_limiter
 
-from .models import TERMINAL_STATUSES, DeadLetter, Order, OutboxMessage
+from . import workflow
+from .models import DeadLetter, Order, OutboxMessage
 
 LISTED = 10  # rows shown per list on the page
 
 
 def queue_names() -> list[str]:
-    """Every queue the routing sends tasks to."""
-    routes = getattr(settings, "CELERY_TASK_ROUTES", {}) or {}
-    names = {settings.CELERY_TASK_DEFAULT_QUEUE}
-    names.update(route["queue"] for route in routes.values() if "queue" in route)
+    """Every queue the routing sends tasks to: the default, the workflow's, the static routes'."""
+    names = {settings.CELERY_TASK_DEFAULT_QUEUE, *workflow.TASK_QUEUES.values()}
+    routes = settings.CELERY_TASK_ROUTES
+    for route in routes if isinstance(routes, list | tuple) else [routes]:
+        if isinstance(route, dict):
+            names.update(option["queue"] for option in route.values() if isinstance(option, dict))
     return sorted(names)
 
 
 def queue_depths() -> dict[str, int | str]:
-    """Messages waiting in each queue, asked of the broker (Redis or RabbitMQ alike)."""
-    depths: dict[str, int | str] = {}
-    try:
-        with current_app.connection_for_read() as connection:
-            connection.ensure_connection(max_retries=1, timeout=2)
-            for name in queue_names():
-                channel = connection.channel()
-                try:
-                    # Passive: look, never create. A queue nobody declared yet holds nothing.
-                    depths[name] = channel.queue_declare(queue=name, passive=True).message_count
-                except connection.channel_errors:
-                    depths[name] = 0
-                finally:
-                    channel.close()
-    except Exception as exc:
-        return dict.fromkeys(queue_names(), f"error: {exc.__class__.__name__}")
-    return depths
+    """Messages waiting in each queue (Redis or RabbitMQ alike); "unknown" if it cannot be asked."""
+    names = queue_names()
+    depths = broker.queue_depths(names)
+    return {name: depths.get(name, "unknown") for name in names}
 
 
 def limiter_state() -> dict | str:
@@ -85,12 +74,12 @@ def dead_letters() -> dict:
 
 
 def stuck_orders(*, now) -> dict:
-    """Unfinished orders that changed nothing, not even their timeline, for STUCK_ORDER_SECONDS
-    (what the sweeper acts on)."""
+    """Unfinished orders that recorded nothing, not even a timeline event, for
+    STUCK_ORDER_SECONDS; and how many hold a lease that ran out (recovery's to re-dispatch)."""
+    active = Order.objects.filter(status__in=workflow.ACTIVE_STATUSES)
     cutoff = now - timedelta(seconds=settings.STUCK_ORDER_SECONDS)
     stuck = (
-        Order.objects.exclude(status__in=TERMINAL_STATUSES)
-        .filter(updated_at__lt=cutoff)
+        active.filter(updated_at__lt=cutoff)
         .annotate(last_event_at=Max("events__created_at"))
         .filter(Q(last_event_at__lt=cutoff) | Q(last_event_at__isnull=True))
         .order_by("updated_at")
@@ -99,12 +88,13 @@ def stuck_orders(*, now) -> dict:
         "threshold_seconds": settings.STUCK_ORDER_SECONDS,
         "count": stuck.count(),
         "oldest": list(stuck.values("pk", "status", "updated_at")[:LISTED]),
+        "lease_expired": active.filter(lease_until__lt=now).count(),
     }
 
 
 def orders_in_flight() -> dict[str, int]:
     rows = (
-        Order.objects.exclude(status__in=TERMINAL_STATUSES)
+        Order.objects.filter(status__in=workflow.ACTIVE_STATUSES)
         .values("status")
         .annotate(count=Count("pk"))
         .order_by()
@@ -121,14 +111,14 @@ def _or_error(read, **kwargs):
 
 def pipeline_health() -> dict:
     now = timezone.now()
-    broker = _check_broker()
+    broker_ok = _check_broker()
     return {
         "generated_at": now,
         "database": _check_database(),
-        "broker": broker,
-        "workers": _live_workers() if broker == "ok" else None,
+        "broker": broker_ok,
+        "workers": _live_workers() if broker_ok == "ok" else None,
         "limiter": limiter_state(),
-        "queues": queue_depths() if broker == "ok" else dict.fromkeys(queue_names(), broker),
+        "queues": queue_depths() if broker_ok == "ok" else dict.fromkeys(queue_names(), broker_ok),
         "outbox": _or_error(outbox_backlog, now=now),
         "dead_letters": _or_error(dead_letters),
         "stuck_orders": _or_error(stuck_orders, now=now),

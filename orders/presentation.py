@@ -71,14 +71,17 @@ REFUSED_LABELS = {
 REFUNDED_LABEL = _("Payment refunded")
 RELEASING_LABEL = _("Releasing authorization…")
 
-# The tile an unfinished order is working on, per status.
+# The tile an unfinished order is working on, per status. An order that stopped (its cart was
+# refused, or a step could not finish) is giving back what it holds, shown on the payment tile.
 CURRENT_STEP = {
     OrderStatus.ACCEPTED: PAYMENT,
     OrderStatus.PAYMENT_AUTHORIZED: CART,
     OrderStatus.CART_VERIFIED: STOCK,
     OrderStatus.STOCK_RESERVED: CONFIRMATION,
     OrderStatus.COMPENSATING: PAYMENT,
+    OrderStatus.SETTLING: PAYMENT,
 }
+STOPPING_STATUSES = frozenset({OrderStatus.COMPENSATING, OrderStatus.SETTLING})
 
 STATUS_LABELS = {
     OrderStatus.ACCEPTED: _("Processing"),
@@ -86,6 +89,7 @@ STATUS_LABELS = {
     OrderStatus.CART_VERIFIED: _("Processing"),
     OrderStatus.STOCK_RESERVED: _("Processing"),
     OrderStatus.COMPENSATING: _("Cancelling"),
+    OrderStatus.SETTLING: _("Cancelling"),
     OrderStatus.CONFIRMED: _("Confirmed"),
     OrderStatus.PAYMENT_DECLINED: _("Payment declined"),
     OrderStatus.CART_REJECTED: _("Not fulfilled"),
@@ -140,7 +144,9 @@ EVENT_TEXTS = {
     "payment_voided": (_("Payment authorization released"), "info"),
     "confirmed": (_("Order confirmed"), "ok"),
     "cart_rejected": (_("Order not fulfilled"), "bad"),
-    "failed": (_("Stopped by a problem on our side"), "bad"),
+    "step_failed": (_("Stopped by a problem on our side"), "bad"),
+    "settling": (_("Giving back what your order held…"), "info"),
+    "failed": (_("Order not completed"), "bad"),
     "step_interrupted": (_("Delayed on our side; it continues automatically"), "retry"),
     "redispatched": (_("Continuing your order"), "info"),
     "replayed": (_("Your order was restarted"), "info"),
@@ -190,13 +196,25 @@ class _Fold:
             self.problems.extend(_problems(name, detail))
         elif name == "payment_captured":
             self.captured = True
-        elif name in REFUND_EVENTS and PAYMENT in self.reached:
-            self.undone.add(PAYMENT)
-            self.refunded_after_capture = self.captured
-        elif name == "stock_released" and STOCK in self.reached:
+        elif name in REFUND_EVENTS:
+            self._payment_released()
+        elif name == "stock_released":
             self.undone.add(STOCK)
+        elif name in ("settled", "failed"):  # settlement says what it undid
+            if detail.get("refunded"):
+                self._payment_released()
+            if detail.get("stock_released"):
+                self.undone.add(STOCK)
+        elif name == "payment_reconciled" and detail.get("action") == "refund":
+            self._payment_released()
         elif name == "replayed":  # a replay resumes: the earlier stop no longer holds
             self.failed, self.refused, self.problems = None, False, []
+
+    def _payment_released(self) -> None:
+        # Also when the authorization's answer was lost (never reached here) and settlement found
+        # and voided it at the provider: it was held, and is no longer.
+        self.undone.add(PAYMENT)
+        self.refunded_after_capture = self.captured
 
 
 def _problems(name: str, detail: dict) -> list[str]:
@@ -211,10 +229,11 @@ def _problems(name: str, detail: dict) -> list[str]:
 
 def _steps(order: Order, fold: _Fold) -> list[dict]:
     status = order.status
+    stopped = status in TERMINAL_STATUSES or status in STOPPING_STATUSES
     failed = fold.failed
     if status == OrderStatus.PAYMENT_DECLINED:
         failed = PAYMENT
-    elif status in (OrderStatus.FAILED, OrderStatus.CART_REJECTED) and failed is None:
+    elif stopped and status != OrderStatus.CONFIRMED and failed is None:
         # The first step whose effect never took place is where the order stopped.
         failed = next((step for step in STEPS if step not in fold.reached), CONFIRMATION)
     current = None if status in TERMINAL_STATUSES else CURRENT_STEP.get(status)
@@ -222,16 +241,14 @@ def _steps(order: Order, fold: _Fold) -> list[dict]:
     for step in STEPS:
         if status == OrderStatus.CONFIRMED or step == ACCEPTED:
             state = DONE
+        elif step == failed and stopped:
+            state = FAILED
         elif step in fold.undone:
             state = UNDONE
-        elif step == current and status == OrderStatus.COMPENSATING:
-            state = CURRENT
-        elif step == failed and status in TERMINAL_STATUSES | {OrderStatus.COMPENSATING}:
-            state = FAILED
-        elif step in fold.reached:
-            state = DONE
         elif step == current:
             state = CURRENT
+        elif step in fold.reached:
+            state = DONE
         else:
             state = PENDING
         label = LABELS[step].get(state, LABELS[step][PENDING])
@@ -239,7 +256,7 @@ def _steps(order: Order, fold: _Fold) -> list[dict]:
             label = REFUSED_LABELS[step]
         elif state == UNDONE and step == PAYMENT and fold.refunded_after_capture:
             label = REFUNDED_LABEL
-        elif state == CURRENT and status == OrderStatus.COMPENSATING:
+        elif state == CURRENT and status in STOPPING_STATUSES:
             label = RELEASING_LABEL
         steps.append({"key": step, "state": state, "label": label})
     return steps
@@ -267,28 +284,43 @@ def _money(order: Order, fold: _Fold) -> tuple[list, list]:
     return undone, held
 
 
+def _released_text(captured: bool):
+    return _("Payment refunded") if captured else _("Payment authorization released")
+
+
+def _event_rows(event: OrderEvent, captured: bool) -> list[tuple]:
+    """What one event says to the customer: (text, tone) rows, none for internal events."""
+    name, detail = event.name, event.detail or {}
+    if name in RETRY_EVENTS:
+        return [(RETRY_TEXTS.get(detail.get("step"), SLOW_RETRY), "retry")]
+    if name in REFUND_EVENTS:
+        return [(_released_text(captured), "info")]
+    if name == "settled":
+        if detail.get("outcome") == "confirmed":
+            return [(_("The payment provider confirmed your payment"), "ok")]
+        rows = [(_released_text(captured), "info")] if detail.get("refunded") else []
+        if detail.get("stock_released"):
+            rows.append((EVENT_TEXTS["stock_released"][0], "info"))
+        return rows
+    if name == "payment_reconciled":
+        return [(_released_text(captured), "info")] if detail.get("action") == "refund" else []
+    if name in EVENT_TEXTS:
+        return [EVENT_TEXTS[name]]
+    return []
+
+
 def _timeline(events: Iterable[OrderEvent]) -> list[dict]:
     rows: list[dict] = []
+    captured = False
     for event in events:
-        if event.name in RETRY_EVENTS:
-            text = RETRY_TEXTS.get((event.detail or {}).get("step"), SLOW_RETRY)
-            tone = "retry"
-        elif event.name in REFUND_EVENTS:
-            captured = any(row["event"] == "payment_captured" for row in rows)
-            text = _("Payment refunded") if captured else _("Payment authorization released")
-            tone = "info"
-        elif event.name in EVENT_TEXTS:
-            text, tone = EVENT_TEXTS[event.name]
-        else:
-            continue
-        last = rows[-1] if rows else None
-        if tone == "retry" and last and last["text"] == text:  # a run of retries is one row
-            last["count"] += 1
-            last["at"] = event.created_at
-            continue
-        rows.append(
-            {"event": event.name, "at": event.created_at, "text": text, "tone": tone, "count": 1}
-        )
+        captured = captured or event.name == "payment_captured"
+        for text, tone in _event_rows(event, captured):
+            last = rows[-1] if rows else None
+            if tone == "retry" and last and last["text"] == text:  # a run of retries: one row
+                last["count"] += 1
+                last["at"] = event.created_at
+                continue
+            rows.append({"at": event.created_at, "text": text, "tone": tone, "count": 1})
     for row in rows:
         if row["count"] > 1:
             tries = ngettext("%(count)d try", "%(count)d tries", row["count"])

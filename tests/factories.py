@@ -45,32 +45,39 @@ _TIMELINES = {
         ("payment_refunded", {"status": "refunded"}),
         "cart_rejected",
     ],
-    # Ran out of retries capturing the payment, then settled (SPEC §2): the authorization voided
-    # and the stock put back before the order was called failed.
+    # Ran out of retries capturing the payment, then settled (SPEC §2): the provider asked, the
+    # authorization voided and the stock put back before the order was called failed (the
+    # events orders/services/failures.py and settlement.py record).
     "failed": [
         "accepted",
         "payment_authorized",
         "cart_verified",
         "stock_reserved",
         *[("step_retry", {"step": "confirm_order", "error": CONNECT_TIMEOUT})] * 5,
-        ("payment_refunded", {"status": "refunded"}),
-        "stock_released",
         (
-            "failed",
+            "step_failed",
             {"step": "confirm_order", "task": "orders.confirm_order", "error": CONNECT_TIMEOUT},
         ),
+        ("settling", {"from": "stock_reserved"}),
+        (
+            "settled",
+            {"provider": "refunded", "refunded": True, "stock_released": True, "outcome": "failed"},
+        ),
+        ("failed", {"step": "confirm_order", "refunded": True, "stock_released": True}),
     ],
+    # Ran out of retries before the provider ever saw the payment: nothing to settle.
     "failed_at_payment": [
         "accepted",
         *[("step_retry", {"step": "authorize_payment", "error": CONNECT_TIMEOUT})] * 5,
         (
-            "failed",
+            "step_failed",
             {
                 "step": "authorize_payment",
                 "task": "orders.authorize_payment",
                 "error": CONNECT_TIMEOUT,
             },
         ),
+        ("failed", {"step": "authorize_payment"}),
     ],
 }
 _PAYMENT = {
@@ -82,6 +89,8 @@ _PAYMENT = {
 _FAILURE = {
     "payment_declined": ("", "", "Payment declined by the provider (card_declined)."),
     "cart_rejected": ("", "", "PEN-1: only 3 in stock, 5 ordered."),
+    # What operators read; the lead's settlement now writes a customer sentence here, but the
+    # page must not depend on that: an internal text is kept to prove it never shows.
     "failed": (
         "confirm_order",
         OrderStatus.STOCK_RESERVED,

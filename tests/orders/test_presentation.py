@@ -117,6 +117,49 @@ def test_a_failed_capture_left_unsettled_says_the_items_are_still_held(catalog, 
     ]
 
 
+def test_a_settling_order_shows_where_it_stopped_and_the_release_under_way(catalog, customer):
+    order = order_in_state(user=customer, state="payment_authorized", product=catalog["BOOK-1"])
+    add_event(order, "cart_verified")
+    add_event(order, "stock_reserved")
+    add_event(order, "step_failed", step="confirm_order", error=CONNECT_TIMEOUT)
+    add_event(order, "settling", **{"from": "stock_reserved"})
+    order.status = OrderStatus.SETTLING
+
+    progress = order_progress_data(order)
+
+    assert states(progress) == {
+        "accepted": "done",
+        "payment": "current",
+        "cart": "done",
+        "stock": "done",
+        "confirmation": "failed",
+    }
+    assert progress["steps"][1]["label"] == "Releasing authorization…"
+    assert (progress["status_label"], progress["outcome"]) == ("Cancelling", None)
+    assert [row["text"] for row in progress["timeline"]][-2:] == [
+        "Stopped by a problem on our side",
+        "Giving back what your order held…",
+    ]
+
+
+def test_an_authorization_found_by_settlement_is_shown_released(catalog, customer):
+    """The authorize answer was lost: settlement asked the provider, found it and voided it."""
+    order = order_in_state(user=customer, state="accepted", product=catalog["BOOK-1"])
+    add_event(order, "step_failed", step="authorize_payment", error=CONNECT_TIMEOUT)
+    add_event(order, "settling", **{"from": "accepted"})
+    add_event(order, "settled", provider="refunded", refunded=True, stock_released=False)
+    add_event(order, "failed", step="authorize_payment", refunded=True, stock_released=False)
+    order.status = OrderStatus.FAILED
+
+    progress = order_progress_data(order)
+
+    assert states(progress)["payment"] == "failed"
+    assert progress["undone"] == [
+        "Your payment authorization was released: you have not been charged."
+    ]
+    assert "Payment authorization released" in [row["text"] for row in progress["timeline"]]
+
+
 def test_a_replayed_order_is_back_in_progress(catalog, customer):
     order = order_in_state(user=customer, state="failed_at_payment", product=catalog["BOOK-1"])
     add_event(order, "replayed", from_step="authorize_payment", by="staff")
