@@ -5,10 +5,11 @@ from django.core import mail
 from django.utils import translation
 
 from notifications.services import notification_send
-from orders.models import OrderEvent, OrderStatus
+from orders.models import Order, OrderEvent, OrderStatus
 from orders.presentation import order_progress, order_progress_data
-from orders.services import order_outcome_notification_kwargs
-from tests.conftest import client_for
+from orders.services import order_create, order_outcome_notification_kwargs
+from orders.tasks import recover_orders
+from tests.conftest import client_for, wait_for
 from tests.factories import CONNECT_TIMEOUT, ORDER_STATES, order_in_state
 
 pytestmark = pytest.mark.django_db
@@ -250,3 +251,67 @@ def test_my_orders_lists_the_users_own_orders_newest_first(
     assert "Payment declined" in html and "Confirmed" in html
     client.force_login(staff)
     assert [row["order"].pk for row in client.get("/orders/").context["rows"]] == [staff_own.pk]
+
+
+# --- what the real pipeline records reads right (no hand-written timeline) -----------------------
+
+
+def _place(user, *, sku: str, quantity: int):
+    order, _ = order_create(
+        user=user, lines=[{"sku": sku, "quantity": quantity}], payment_token="tok_ok"
+    )
+    return order
+
+
+@pytest.mark.pipeline
+@pytest.mark.django_db(transaction=True)
+def test_a_cart_rejected_by_the_pipeline_reads_as_released(celery_worker, catalog, customer):
+    order = _place(customer, sku="PEN-1", quantity=5)  # three in stock
+
+    wait_for(lambda: Order.objects.get(pk=order.pk).is_terminal, timeout=30)
+
+    progress = order_progress_data(Order.objects.get(pk=order.pk))
+    assert progress["status"] == "cart_rejected"
+    assert states(progress)["payment"] == "undone"
+    assert states(progress)["cart"] == "failed"
+    assert progress["problems"] == ["PEN-1: only 3 in stock, 5 ordered."]
+    assert progress["undone"] == [
+        "Your payment authorization was released: you have not been charged."
+    ]
+
+
+@pytest.mark.pipeline
+@pytest.mark.django_db(transaction=True)
+def test_an_order_settled_after_an_outage_reads_as_released(
+    celery_worker, sandbox, catalog, customer, settings
+):
+    """The provider drops every call: authorize runs out of retries with an authorization that
+    may exist; settlement, once the provider is back, asks (and finds and voids it)."""
+    settings.PIPELINE_MAX_RETRIES = 1
+    sandbox.set_outage(True, mode="drop")
+    order = _place(customer, sku="BOOK-1", quantity=1)
+    wait_for(lambda: Order.objects.get(pk=order.pk).status == OrderStatus.SETTLING, timeout=30)
+    assert order_progress_data(Order.objects.get(pk=order.pk))["status_label"] == "Cancelling"
+    sandbox.set_outage(False)
+
+    def settled() -> bool:
+        recover_orders.delay()  # what beat does
+        return Order.objects.get(pk=order.pk).is_terminal
+
+    wait_for(settled, timeout=60, interval=1.0)
+
+    order = Order.objects.get(pk=order.pk)
+    progress = order_progress_data(order)
+    assert order.status == OrderStatus.FAILED
+    assert states(progress)["payment"] == "failed"
+    assert progress["headline"] == "We could not complete your order"
+    assert progress["held"] == []
+    if sandbox.stats()["refunds"]:  # the provider had authorized: settlement voided it
+        assert progress["undone"] == [
+            "Your payment authorization was released: you have not been charged."
+        ]
+    else:
+        assert progress["undone"] == ["Nothing was charged."]
+    texts = [row["text"] for row in progress["timeline"]]
+    assert texts[-1] == "Order not completed"
+    assert "Stopped by a problem on our side" in texts
