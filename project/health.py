@@ -1,7 +1,8 @@
 """GET /healthz: 200 only when the database and the broker answer.
 
 Also reported, as information that does not change the status code: how many workers answered a
-ping within a short timeout, and the provider rate limiter's pace and waiting calls.
+ping within a short timeout, the provider rate limiter's pace and waiting calls, and what the
+apps register (orders: the last reconciliation with the provider).
 
 The endpoint is unauthenticated, so it must stay cheap: the worker ping is a broadcast that
 waits half a second for answers, and is run at most once per HEALTHZ_WORKER_PING_INTERVAL for the
@@ -14,6 +15,7 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Callable
 
 import redis
 from celery import current_app
@@ -22,10 +24,30 @@ from django.db import connection
 from django.http import JsonResponse
 from rest_framework.throttling import SimpleRateThrottle
 
+from project.ratelimit import provider_limiter
 from project.redis_client import get_redis
 from project.throttling import client_address, fixed_window_hit
 
 logger = logging.getLogger(__name__)
+
+# Details the apps add to the body (registered in their AppConfig.ready): name -> reader.
+_details: dict[str, Callable[[], object]] = {}
+
+
+def register_detail(name: str, reader: Callable[[], object]) -> None:
+    """Show `reader()` under `name` in /healthz (information only: never changes the status)."""
+    _details[name] = reader
+
+
+def _app_details() -> dict:
+    details = {}
+    for name, reader in _details.items():
+        try:
+            details[name] = reader()
+        except Exception as exc:
+            details[name] = f"error: {exc.__class__.__name__}"
+    return details
+
 
 WORKER_PING_TIMEOUT = 0.5
 _WORKERS_KEY = "healthz:workers"
@@ -128,8 +150,6 @@ def _retry_after(request) -> float | None:
 
 
 def _provider_rate_limit() -> dict | str:
-    from project.ratelimit import provider_limiter
-
     try:
         limiter = provider_limiter()
         if limiter is None:
@@ -152,5 +172,6 @@ def healthz(request):
         **checks,
         "workers": _live_workers() if checks["broker"] == "ok" else None,
         "provider_rate_limit": _provider_rate_limit(),
+        **_app_details(),
     }
     return JsonResponse(body, status=200 if healthy else 503)

@@ -340,6 +340,7 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": RECONCILE_PAYMENTS_SECONDS,
     },
     "prune-tables": {"task": "orders.prune_tables", "schedule": 3600.0},
+    "prune-webhook-attempts": {"task": "notifications.prune_webhook_attempts", "schedule": 3600.0},
     "sweep-webhook-deliveries": {
         "task": "notifications.sweep_webhook_deliveries",
         "schedule": 60.0,
