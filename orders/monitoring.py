@@ -13,7 +13,12 @@ from django.db.models import Count, Max, Min, Q
 from django.utils import timezone
 
 from project import broker
-from project.health import _check_broker, _check_database, _live_workers  # as /healthz says
+from project.health import (  # what /healthz says, so the page and the probe agree
+    _app_details,
+    _check_broker,
+    _check_database,
+    _live_workers,
+)
 from project.ratelimit import provider_limiter
 
 from . import workflow
@@ -123,4 +128,5 @@ def pipeline_health() -> dict:
         "dead_letters": _or_error(dead_letters),
         "stuck_orders": _or_error(stuck_orders, now=now),
         "in_flight": _or_error(orders_in_flight),
+        "details": _app_details(),  # what the apps registered for /healthz (reconciliation)
     }
