@@ -116,7 +116,11 @@ def test_metrics_show_the_business_gauges(metrics_on, customer):
     assert after["orderflow_provider_limiter_waiting"] == {(): 0.0}
     assert "orderflow_provider_limiter_recent_slots" in after
     health = pipeline_health()  # the same numbers for the admin's health page
-    assert (health.outbox_backlog, health.dead_letters, health.stuck_orders) == (1, 1, 1)
+    assert (
+        health["outbox"]["backlog"],
+        health["dead_letters"]["unreplayed"],
+        health["stuck_orders"]["count"],
+    ) == (1, 1, 1)
 
 
 @pytest.mark.django_db
