@@ -15,6 +15,7 @@ import time
 import uuid
 
 import structlog
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from celery import signals
 from structlog.contextvars import bind_contextvars, clear_contextvars, get_contextvars
 
@@ -193,19 +194,42 @@ class CorrelationIdMiddleware:
     """Bind X-Correlation-ID (or a new id) for the request; echo it in the response.
 
     An order keeps the id of the request that created it; its responses carry the order's id.
+    Sync and async: under ASGI a sync-only middleware would run every request, held streams
+    included, on a thread of its own.
     """
+
+    sync_capable = True
+    async_capable = True
 
     def __init__(self, get_response) -> None:
         self.get_response = get_response
+        if iscoroutinefunction(get_response):
+            markcoroutinefunction(self)
 
     def __call__(self, request):
-        clear_contextvars()
-        supplied = request.headers.get("X-Correlation-ID")
-        correlation_id = supplied if valid_correlation_id(supplied) else new_correlation_id()
-        bind_correlation_id(correlation_id)
+        if iscoroutinefunction(self):
+            return self._acall(request)
+        correlation_id = self._bind(request)
         try:
             response = self.get_response(request)
         finally:
             clear_contextvars()
         response.headers.setdefault("X-Correlation-ID", correlation_id)
         return response
+
+    async def _acall(self, request):
+        correlation_id = self._bind(request)
+        try:
+            response = await self.get_response(request)
+        finally:
+            clear_contextvars()
+        response.headers.setdefault("X-Correlation-ID", correlation_id)
+        return response
+
+    @staticmethod
+    def _bind(request) -> str:
+        clear_contextvars()
+        supplied = request.headers.get("X-Correlation-ID")
+        correlation_id = supplied if valid_correlation_id(supplied) else new_correlation_id()
+        bind_correlation_id(correlation_id)
+        return correlation_id
