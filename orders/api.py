@@ -4,6 +4,7 @@ from dataclasses import dataclass
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
+from django.core.handlers.asgi import ASGIRequest
 from django.http import JsonResponse, StreamingHttpResponse
 from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt
@@ -284,6 +285,13 @@ def _final_state(user, order_id, after_id: int | None) -> tuple[dict, live.Strea
 async def order_stream(request, order_id):
     """Server-Sent Events of one order (orders/live.py: order_events). Subscribed before the
     first read, so nothing published in between is missed."""
+    if not isinstance(request, ASGIRequest):
+        # A WSGI server would run the whole stream on one of its threads, and Django would
+        # buffer it to the end: the tracking page falls back to polling on this answer.
+        return JsonResponse(
+            {"detail": "Live updates need the ASGI server; poll GET /api/orders/<id>/."},
+            status=status.HTTP_503_SERVICE_UNAVAILABLE,
+        )
     try:
         subscription = await live.subscribe(order_id)
     except live.LiveUnavailable:

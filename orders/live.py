@@ -242,7 +242,10 @@ class OrderUpdates:
                     self._reader = asyncio.create_task(self._read())
             # Confirmed: Redis now delivers every message published on the channel to us.
             await asyncio.wait_for(asyncio.shield(confirmed), timeout=SUBSCRIBE_TIMEOUT)
-        except (redis.RedisError, OSError, TimeoutError) as exc:
+        except TimeoutError as exc:  # slow, not lost: only this subscriber gives up
+            await self.unsubscribe(subscription)
+            raise LiveUnavailable("no subscription confirmed in time") from exc
+        except (redis.RedisError, OSError) as exc:
             self._fail(exc)
             await self.unsubscribe(subscription)
             raise LiveUnavailable(repr(exc)) from exc
