@@ -226,6 +226,9 @@ class OrderUpdates:
         self._subscribers: dict[str, set[Subscription]] = {}
         self._confirmed: dict[str, asyncio.Future] = {}
         self._reader: asyncio.Task | None = None
+        # One command at a time: PubSub opens its connection lazily, and two first subscribers
+        # at once would each open one, leaving one SUBSCRIBE on a connection nobody reads.
+        self._commands = asyncio.Lock()
         self.broken = False
 
     async def subscribe(self, order_id) -> Subscription:
@@ -237,7 +240,8 @@ class OrderUpdates:
             if confirmed is None:
                 confirmed = asyncio.get_running_loop().create_future()
                 self._confirmed[channel] = confirmed
-                await self._pubsub.subscribe(channel)
+                async with self._commands:
+                    await self._pubsub.subscribe(channel)
                 if self._reader is None:
                     self._reader = asyncio.create_task(self._read())
             # Confirmed: Redis now delivers every message published on the channel to us.
@@ -262,7 +266,8 @@ class OrderUpdates:
         self._confirmed.pop(subscription.channel, None)
         if not self.broken:
             try:
-                await self._pubsub.unsubscribe(subscription.channel)
+                async with self._commands:
+                    await self._pubsub.unsubscribe(subscription.channel)
             except (redis.RedisError, OSError) as exc:
                 self._fail(exc)
 

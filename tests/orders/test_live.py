@@ -4,6 +4,7 @@ by a real ASGI server (uvicorn) over real HTTP, with the real pipeline where the
 import json
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
@@ -303,3 +304,29 @@ def test_with_redis_down_a_wait_answers_202_and_a_stream_503(server, catalog, cu
     # A terminal order's stream needs no live updates: its history and final event.
     events = read_to_final(open_stream(server, order.pk, headers))
     assert events[-1].event == "final"
+
+
+def test_streams_opened_at_once_on_a_fresh_server_are_all_subscribed(server, catalog, customer):
+    """The first subscribers of a process arrive together: each must be confirmed (one
+    connection, not one each with a SUBSCRIBE nobody reads)."""
+    headers = headers_for(customer)
+    orders = [unfinished_order(customer) for _ in range(6)]
+    with ThreadPoolExecutor(max_workers=len(orders)) as pool:
+        streams = list(pool.map(lambda order: open_stream(server, order.pk, headers), orders))
+    try:
+        assert [stream.status_code for stream in streams] == [200] * len(orders)
+        readers = [sse_events(stream) for stream in streams]
+        for reader in readers:
+            next(event for event in reader if event.event == "status")
+        Order.objects.filter(pk__in=[order.pk for order in orders]).update(status="failed")
+        for order in orders:  # a published update reaches every one of them
+            order.status = "failed"
+            get_redis().publish(
+                live.order_channel(order.pk),
+                json.dumps({"order_id": str(order.pk), "status": "failed", "entry": None}),
+            )
+        finals = [next(event for event in reader if event.event == "final") for reader in readers]
+        assert [json.loads(final.data)["status"] for final in finals] == ["failed"] * len(orders)
+    finally:
+        for stream in streams:
+            stream.close()
