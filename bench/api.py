@@ -174,7 +174,9 @@ class Gunicorn:
         self.log_path = log_path
         # An ASGI worker class (uvicorn's) takes no --threads: its requests are coroutines.
         workers_args = (
-            ["--worker-class", worker_class] if worker_class else ["--threads", str(threads)]
+            ["--worker-class", worker_class, "--forwarded-allow-ips", ""]
+            if worker_class
+            else ["--threads", str(threads)]
         )
         with open(log_path, "wb") as log:
             self.process = subprocess.Popen(

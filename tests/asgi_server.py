@@ -28,7 +28,12 @@ def asgi_server() -> Iterator[Server]:
 
     port = free_port()
     config = uvicorn.Config(
-        application, host="127.0.0.1", port=port, lifespan="off", log_level="warning"
+        application,
+        host="127.0.0.1",
+        port=port,
+        lifespan="off",
+        log_level="warning",
+        proxy_headers=False,  # as the Procfile: X-Forwarded-For is the app's to trust
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)

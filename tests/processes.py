@@ -43,7 +43,7 @@ class WorkerProcess:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
-    def wait_ready(self, timeout: float = 30.0) -> None:
+    def wait_ready(self, timeout: float = 90.0) -> None:
         deadline = time.monotonic() + timeout
         while "ready." not in self.log():
             if self.process.poll() is not None or time.monotonic() > deadline:
@@ -75,7 +75,9 @@ def worker_process(
     concurrency: int = 2,
     name: str = "testworker",
     extra_env: dict[str, str] | None = None,
+    include: str | None = None,
 ) -> Iterator[WorkerProcess]:
+    """A prefork `celery worker`; `include` loads one more module into it (a test's fault)."""
     env = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "tests.settings",
@@ -105,6 +107,7 @@ def worker_process(
                 "INFO",
                 "--without-gossip",
                 "--without-mingle",
+                *(["--include", include] if include else []),
             ],
             cwd=BASE_DIR,
             env=env,
