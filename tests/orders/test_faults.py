@@ -11,12 +11,14 @@ import threading
 import time
 import uuid
 from datetime import timedelta
+from io import StringIO
 
 import pytest
 import redis
 from celery.exceptions import Retry
 from django.conf import settings as django_settings
 from django.core.exceptions import ImproperlyConfigured
+from django.core.management import call_command
 from django.db import connection
 from django.utils import timezone
 
@@ -423,6 +425,9 @@ def test_reconciliation_refunds_a_hold_left_on_a_failed_order_and_records_it(
     assert_settled(order, sandbox)
     wait_for_provider_budget()
     assert payments_reconcile().checked == 0  # settled and looked at: not asked again
+    out = StringIO()
+    call_command("reconcile_payments", "--dry-run", stdout=out)
+    assert out.getvalue().strip().endswith("checked 0, in sync 0, drifted 0, errors 0")
 
 
 def test_reconciliation_records_a_capture_our_rows_missed_on_a_confirmed_order(
