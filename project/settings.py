@@ -48,6 +48,7 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "servestatic",
     "rest_framework",
     "rest_framework.authtoken",
     "drf_spectacular",
@@ -66,7 +67,7 @@ MIDDLEWARE = [
     # HTTP metrics for /metrics: first and last, so that they time the whole chain.
     "django_prometheus.middleware.PrometheusBeforeMiddleware",
     "django.middleware.security.SecurityMiddleware",
-    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "servestatic.middleware.ServeStaticMiddleware",
     # django-structlog's request lines, with the order's correlation id (project/observability.py)
     "project.observability.RequestMiddleware",
     "project.api_errors.BodySizeLimitMiddleware",
@@ -108,6 +109,13 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "transaction_mode": "IMMEDIATE",
         "timeout": 30,
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+    }
+elif env.bool("DATABASE_POOL", default=False):
+    # The ASGI web server (project/asgi.py turns this on): each request runs its ORM calls on a
+    # thread of its own, so a persistent connection would never be reused; a pool is.
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
+    DATABASES["default"]["OPTIONS"] = {
+        "pool": {"min_size": 1, "max_size": env.int("DATABASE_POOL_MAX_SIZE", default=8)}
     }
 else:
     DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("CONN_MAX_AGE", default=60))
@@ -212,6 +220,16 @@ CACHES = {
         "KEY_PREFIX": "orderflow",
     }
 }
+
+# --- Live updates (orders/live.py): ?wait and the order's event stream ---------------------------
+# Held waits and streams one user may have open at once (429 beyond); each holds a lease in Redis
+# that expires unless renewed, so a crashed web process cannot keep its slots.
+LIVE_MAX_HELD_PER_USER = env.int("LIVE_MAX_HELD_PER_USER", default=8)
+LIVE_HELD_LEASE_SECONDS = env.int("LIVE_HELD_LEASE_SECONDS", default=60)
+# A stream ends after this long (the client reconnects with Last-Event-ID); a comment every
+# keep-alive interval keeps proxies from closing an idle stream.
+LIVE_STREAM_MAX_SECONDS = env.int("LIVE_STREAM_MAX_SECONDS", default=300)
+LIVE_KEEPALIVE_SECONDS = env.float("LIVE_KEEPALIVE_SECONDS", default=15.0)
 
 # --- Celery -------------------------------------------------------------------------------------
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="redis://127.0.0.1:6379/0")
