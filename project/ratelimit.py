@@ -60,7 +60,7 @@ min(out)``. The caller cannot see ``out_k`` but measures ``late_k`` and the roun
 (:meth:`observe`); the slot ``limit`` places later uses that bound. A fixed margin has to cover
 the worst spread all the time; this pays each request's own delay, and its responses have
 normally arrived by the time the slot a window later is booked (the lookahead is short); until
-then the 90th percentile of recent bounds stands in. ``margin`` stays the minimum (it covers
+then the larger of the 90th percentile of recent bounds and the time it has been out stands in. ``margin`` stays the minimum (it covers
 what a round trip cannot show, e.g. the minimum's own noise). When the provider still answers
 429, :meth:`penalize` holds every slot until its ``Retry-After`` and adds 10 ms to every extra,
 an addition that halves every five minutes.
@@ -133,8 +133,10 @@ local function extra_of(raw, cfg, memo, now)
   if observed then
     value = tonumber(observed)
   else
+    -- Not answered yet: typical of late, and at least as late as it has been out so far.
     if memo.pending == nil then memo.pending = pending_extra() end
     value = memo.pending
+    if grant then value = math.max(value, now - entry_slot(raw)) end
   end
   return math.max(cfg.margin, math.min(value, cfg.max_extra)) + memo.floor
 end
@@ -183,7 +185,7 @@ local function free_slots(cfg, memo, now, horizon)
     if first == nil then first = slot end
     if slot - now > horizon then break end
     count = count + 1
-    tail[#tail + 1] = {slot, extra_of('0', cfg, memo, now)}
+    tail[#tail + 1] = {slot, extra_of('0', cfg, memo, now)}  -- no grant: typical extra
   end
   return first, count
 end

