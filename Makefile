@@ -2,14 +2,15 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed-$(shell sha1sum requirements.txt | cut -c1-12)
+# Development installs requirements-dev.txt (the runtime file plus tools); the image, runtime only.
+STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | sha1sum | cut -c1-12)
 
-.PHONY: run test lint format install migrate seed clean test-tools
+.PHONY: run test lint format install migrate seed clean test-tools manage
 
-$(STAMP): requirements.txt
+$(STAMP): requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
-	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
 
@@ -21,13 +22,20 @@ migrate: install
 seed: migrate
 	$(PY) manage.py seed_demo
 
-run: seed
+# devstack seeds the demo data itself and prints the accounts with every other credential.
+run: migrate
 	$(PY) manage.py collectstatic --noinput --verbosity 0
 	$(PY) -m project.devstack
 
+# An operator's manage.py command with the venv and the settings `make run` uses, e.g.
+# make manage ARGS="replay_order <id>"   (bin/orderflow replay_order <id> is the same)
+manage: install
+	bin/orderflow $(ARGS)
+
+# --no-cache and no pytest cache: `make test` leaves nothing in the checkout.
 lint: install
-	$(VENV)/bin/ruff check .
-	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/ruff check --no-cache .
+	$(VENV)/bin/ruff format --no-cache --check .
 
 format: install
 	$(VENV)/bin/ruff check --fix .
@@ -47,7 +55,7 @@ test-tools:
 	fi
 
 test: lint test-tools
-	$(PY) -m pytest
+	$(PY) -m pytest -p no:cacheprovider
 
 clean:
-	rm -rf $(VENV) db.sqlite3* .pytest-db.sqlite3* staticfiles
+	rm -rf $(VENV) db.sqlite3* .pytest-db* staticfiles

@@ -5,7 +5,10 @@ from rest_framework import generics, status
 from rest_framework.exceptions import APIException, ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.settings import api_settings
 from rest_framework.views import APIView
+
+from project.throttling import FailOpenScopedRateThrottle
 
 from . import selectors, services
 from .pagination import StrictPageNumberPagination
@@ -50,6 +53,11 @@ class NotificationReadApi(APIView):
 class WebhookEndpointListCreateApi(generics.GenericAPIView):
     pagination_class = StrictPageNumberPagination
     serializer_class = WebhookEndpointSerializer
+    throttle_scope = "webhook_create"
+
+    def get_throttles(self):
+        # Registering is throttled (each endpoint fans out every event); listing is not.
+        return [FailOpenScopedRateThrottle()] if self.request.method == "POST" else []
 
     def get_queryset(self):
         return selectors.webhook_endpoint_list_for_user(user=self.request.user)
@@ -62,7 +70,11 @@ class WebhookEndpointListCreateApi(generics.GenericAPIView):
     @extend_schema(
         request=WebhookEndpointCreateInputSerializer,
         responses={201: WebhookEndpointCreatedSerializer},
-        description="The response carries the signing secret; it is never shown again.",
+        description=(
+            "The response carries the signing secret (`whsec_...`, verify deliveries as "
+            "Standard Webhooks specifies); it is never shown again. At most "
+            "WEBHOOK_MAX_ENDPOINTS_PER_USER endpoints per user."
+        ),
     )
     def post(self, request: Request) -> Response:
         payload = WebhookEndpointCreateInputSerializer(data=request.data)
@@ -71,6 +83,8 @@ class WebhookEndpointListCreateApi(generics.GenericAPIView):
             endpoint = services.webhook_endpoint_create(user=request.user, **payload.validated_data)
         except services.InvalidWebhookEndpoint as exc:
             raise ValidationError(exc.errors) from exc
+        except services.WebhookEndpointLimitReached as exc:
+            raise ValidationError({api_settings.NON_FIELD_ERRORS_KEY: [str(exc)]}) from exc
         return Response(
             WebhookEndpointCreatedSerializer(endpoint).data, status=status.HTTP_201_CREATED
         )
@@ -107,6 +121,9 @@ class WebhookDeliveryListApi(generics.GenericAPIView):
 
 
 class WebhookDeliveryReplayApi(APIView):
+    throttle_classes = [FailOpenScopedRateThrottle]
+    throttle_scope = "webhook_replay"
+
     @extend_schema(request=None, responses={202: WebhookDeliverySerializer})
     def post(self, request: Request, delivery_id: int) -> Response:
         delivery = selectors.webhook_delivery_get_for_user(

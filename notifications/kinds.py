@@ -1,9 +1,11 @@
-"""What each kind of notification says. Apps register a renderer for their kinds in ready().
+"""What each kind of notification says. The app that emits a kind registers it in its ready().
 
 A renderer turns (user, context) into the message, or None when there is nothing to say yet.
 A registered kind may stand for several concrete kinds ("order.outcome" renders
 "order.confirmed", "order.failed", ...): the concrete kind is what is recorded, picks the email
-template and is what webhook endpoints subscribe to.
+template and is what webhook endpoints subscribe to. The emitting app declares those concrete
+kinds with ``register(..., emits=[...])``; this module knows none of them itself, so the list
+is complete once every app is ready (validation reads it per request, never at import time).
 """
 
 from collections.abc import Callable, Iterable
@@ -21,21 +23,19 @@ class Message:
 
 Renderer = Callable[[int, dict], Message | None]
 
-# Every concrete kind a webhook endpoint may subscribe to (besides "*" for all of them).
-EVENT_KINDS: set[str] = {
-    "order.confirmed",
-    "order.payment_declined",
-    "order.cart_rejected",
-    "order.failed",
-    "batch.finished",
-}
+# Every concrete kind a webhook endpoint may subscribe to (besides "*" for all of them), as
+# declared by the apps that emit them. The notifications app emits none of its own.
+EVENT_KINDS: set[str] = set()
 ALL_EVENTS = "*"
 
 _renderers: dict[str, Renderer] = {}
 
 
 def register(kind: str, renderer: Renderer, *, emits: Iterable[str] = ()) -> None:
-    """Register the renderer of `kind`; `emits` adds the concrete kinds it produces."""
+    """Register the renderer of `kind`; `emits` declares the concrete kinds it produces, the
+    ones webhook endpoints may subscribe to."""
+    if isinstance(emits, str):  # emits="order.confirmed" would declare "o", "r", "d", ...
+        raise TypeError("emits is a list of kind names, not a string")
     _renderers[kind] = renderer
     EVENT_KINDS.update(emits)
 

@@ -1,8 +1,13 @@
+from collections.abc import Iterable
+
 from django.contrib.auth.models import AbstractBaseUser
 from django.db.models import QuerySet
 from django.http import Http404
 
 from .models import Notification, WebhookDelivery, WebhookEndpoint
+
+# Keys per query: well under SQLite's limit on bound parameters (999 before 3.32).
+DEDUPE_KEYS_PER_QUERY = 500
 
 
 def notification_list_for_user(*, user: AbstractBaseUser) -> QuerySet[Notification]:
@@ -14,6 +19,19 @@ def notification_get_for_user(*, user: AbstractBaseUser, notification_id: int) -
         return notification_list_for_user(user=user).get(pk=notification_id)
     except Notification.DoesNotExist as exc:
         raise Http404("No such notification.") from exc
+
+
+def notification_dedupe_keys_existing(*, keys: Iterable[str]) -> set[str]:
+    """Which of these dedupe keys already have a notification: what a flow that owes a
+    notification asks instead of reading the table itself."""
+    wanted = list(dict.fromkeys(keys))
+    existing: set[str] = set()
+    for start in range(0, len(wanted), DEDUPE_KEYS_PER_QUERY):
+        chunk = wanted[start : start + DEDUPE_KEYS_PER_QUERY]
+        existing.update(
+            Notification.objects.filter(dedupe_key__in=chunk).values_list("dedupe_key", flat=True)
+        )
+    return existing
 
 
 def webhook_endpoint_list_for_user(*, user: AbstractBaseUser) -> QuerySet[WebhookEndpoint]:

@@ -18,7 +18,7 @@ from . import services
     reject_on_worker_lost=True,
     autoretry_for=(SMTPException, OSError, OperationalError),
     retry_backoff=True,
-    retry_backoff_max=300,
+    retry_backoff_max=60,  # under the countdown cap (project/celery.py checks)
     retry_jitter=True,
     max_retries=8,
 )
@@ -29,7 +29,7 @@ def notify(kind: str, user_id: int, context: dict) -> int | None:
 
 
 @shared_task(
-    name="notifications.deliver_webhook",
+    name=services.DELIVER_WEBHOOK_TASK,
     queue="notifications",
     acks_late=True,
     reject_on_worker_lost=True,

@@ -41,6 +41,13 @@ ORDER_EXAMPLE = OpenApiExample(
 )
 
 
+def _idempotency_key(request: Request) -> str | None:
+    idempotency_key = request.headers.get("Idempotency-Key") or None
+    if idempotency_key and len(idempotency_key) > IDEMPOTENCY_KEY_MAX:
+        raise ValidationError({"Idempotency-Key": [f"At most {IDEMPOTENCY_KEY_MAX} characters."]})
+    return idempotency_key
+
+
 class Conflict(APIException):
     status_code = status.HTTP_409_CONFLICT
     default_code = "conflict"
@@ -107,15 +114,10 @@ class OrderListCreateApi(generics.GenericAPIView):
             wait = query.validated_data.get("wait", 0)
         payload = OrderCreateInputSerializer(data=request.data)
         payload.is_valid(raise_exception=True)
-        idempotency_key = request.headers.get("Idempotency-Key") or None
-        if idempotency_key and len(idempotency_key) > IDEMPOTENCY_KEY_MAX:
-            raise ValidationError(
-                {"Idempotency-Key": [f"At most {IDEMPOTENCY_KEY_MAX} characters."]}
-            )
         try:
             order, created = services.order_create(
                 user=request.user,
-                idempotency_key=idempotency_key,
+                idempotency_key=_idempotency_key(request),
                 correlation_id=current_correlation_id(),
                 **payload.validated_data,
             )
@@ -170,19 +172,30 @@ class BatchCreateApi(APIView):
 
     @extend_schema(
         request=BatchCreateInputSerializer,
-        responses={202: BatchAcceptedSerializer},
+        parameters=[
+            OpenApiParameter(
+                "Idempotency-Key",
+                str,
+                OpenApiParameter.HEADER,
+                description="Same key + same body returns the first batch; another body is 409.",
+            ),
+        ],
+        responses={202: BatchAcceptedSerializer, **error_responses(409)},
     )
     def post(self, request: Request) -> Response:
         payload = BatchCreateInputSerializer(data=request.data)
         payload.is_valid(raise_exception=True)
         try:
-            batch = services.batch_create(
+            batch, _created = services.batch_create(
                 user=request.user,
                 orders=payload.validated_data["orders"],
                 correlation_id=current_correlation_id(),
+                idempotency_key=_idempotency_key(request),
             )
         except InvalidOrder as exc:
             raise ValidationError(exc.errors) from exc
+        except IdempotencyConflict as exc:
+            raise Conflict(str(exc)) from exc
         status_url = request.build_absolute_uri(reverse("orders:batch-detail", args=[batch.pk]))
         return Response(
             {"id": str(batch.pk), "status_url": status_url},

@@ -11,5 +11,14 @@ class OrdersConfig(AppConfig):
         from . import signals  # noqa: F401  (worker start-up hooks)
         from .notifications import render_batch_finished, render_order_outcome
 
-        kinds.register("order.outcome", render_order_outcome)
-        kinds.register("batch.finished", render_batch_finished)
+        kinds.register(
+            "order.outcome",
+            render_order_outcome,
+            emits=[
+                "order.confirmed",
+                "order.payment_declined",
+                "order.cart_rejected",
+                "order.failed",
+            ],
+        )
+        kinds.register("batch.finished", render_batch_finished, emits=["batch.finished"])

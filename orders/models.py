@@ -7,6 +7,10 @@ from django.db.models import Q
 
 
 class Product(models.Model):
+    """A catalog item. Stock moves only by deltas (`F("stock") +/- n`): reservations, releases
+    and staff adjustments. `save()` of an existing product never writes `stock`, so a form or
+    shell object read before a reservation cannot write its stale count back (oversell)."""
+
     sku = models.CharField(max_length=64, unique=True)
     name = models.CharField(max_length=200)
     price = models.DecimalField(max_digits=10, decimal_places=2)
@@ -19,6 +23,15 @@ class Product(models.Model):
     def __str__(self) -> str:
         return f"{self.sku} {self.name}"
 
+    def save(self, *args, **kwargs) -> None:
+        if not self._state.adding and kwargs.get("update_fields") is None:
+            kwargs["update_fields"] = [
+                field.name
+                for field in self._meta.concrete_fields
+                if not field.primary_key and field.name != "stock"
+            ]
+        super().save(*args, **kwargs)
+
 
 class OrderStatus(models.TextChoices):
     ACCEPTED = "accepted"
@@ -26,6 +39,9 @@ class OrderStatus(models.TextChoices):
     CART_VERIFIED = "cart_verified"
     STOCK_RESERVED = "stock_reserved"
     COMPENSATING = "compensating"
+    # A step could not finish (out of retries, poisoned, interrupted past recovery) after money
+    # or stock was touched: what the provider really did is being asked and undone.
+    SETTLING = "settling"
     CONFIRMED = "confirmed"
     PAYMENT_DECLINED = "payment_declined"
     CART_REJECTED = "cart_rejected"
@@ -52,12 +68,21 @@ class Batch(models.Model):
     size = models.PositiveIntegerField()
     correlation_id = models.CharField(max_length=64, db_index=True)
     summary = models.JSONField(default=dict, blank=True)  # counts per status when finished
+    idempotency_key = models.CharField(max_length=255, null=True, blank=True)
+    request_fingerprint = models.CharField(max_length=64, blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at"]
         verbose_name_plural = "batches"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["user", "idempotency_key"],
+                condition=Q(idempotency_key__isnull=False),
+                name="batch_unique_idempotency_key_per_user",
+            )
+        ]
 
     def __str__(self) -> str:
         return f"Batch {self.id} ({self.size} orders)"
@@ -87,6 +112,16 @@ class Order(models.Model):
     request_fingerprint = models.CharField(max_length=64, blank=True, default="")
     pipeline_started_at = models.DateTimeField(null=True, blank=True)
     replays = models.PositiveIntegerField(default=0)
+    # Dispatch generation: every (re-)dispatch claims the next number and its messages carry it;
+    # a message of an older generation (redelivered after a crash) does nothing.
+    run = models.PositiveIntegerField(default=0)
+    # Who holds the order's next step and until when. A worker that holds its message (queued,
+    # waiting on an ETA, running) renews the lease; a step that hands the order on clears the
+    # holder. An expired lease is lost work: the recovery sweep re-dispatches it at once.
+    lease_until = models.DateTimeField(null=True, blank=True, db_index=True)
+    lease_holder = models.CharField(max_length=200, blank=True, default="")
+    # Stock is taken off the shelf for this order (set and cleared by conditional updates).
+    stock_held = models.BooleanField(default=False)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     # The sweepers look for orders by when they last changed (stuck ones, lost notifications).
     updated_at = models.DateTimeField(auto_now=True, db_index=True)
@@ -131,22 +166,33 @@ class OrderLine(models.Model):
 
 
 class PaymentStatus(models.TextChoices):
+    # Written before the authorize call: if its answer is lost, settlement asks the provider.
+    PENDING = "pending"
     AUTHORIZED = "authorized"
     CAPTURED = "captured"
     REFUNDED = "refunded"
+    DECLINED = "declined"
+
+
+FINAL_PAYMENT_STATUSES = frozenset(
+    {PaymentStatus.CAPTURED, PaymentStatus.REFUNDED, PaymentStatus.DECLINED}
+)
 
 
 class Payment(models.Model):
     order = models.OneToOneField(Order, on_delete=models.CASCADE, related_name="payment")
-    provider_payment_id = models.CharField(max_length=64, unique=True)
+    # Null until the provider answers the authorization.
+    provider_payment_id = models.CharField(max_length=64, unique=True, null=True, blank=True)
     amount = models.DecimalField(max_digits=12, decimal_places=2)
     currency = models.CharField(max_length=3)
     status = models.CharField(max_length=16, choices=PaymentStatus.choices)
     created_at = models.DateTimeField(auto_now_add=True)
-    updated_at = models.DateTimeField(auto_now=True)
+    updated_at = models.DateTimeField(auto_now=True, db_index=True)
+    # When reconciliation last compared this payment with the provider.
+    reconciled_at = models.DateTimeField(null=True, blank=True)
 
     def __str__(self) -> str:
-        return f"{self.provider_payment_id} {self.status}"
+        return f"{self.provider_payment_id or 'pending'} {self.status}"
 
 
 class OrderEvent(models.Model):
@@ -204,6 +250,9 @@ class DeadLetter(models.Model):
     traceback = models.TextField(blank=True, default="")
     correlation_id = models.CharField(max_length=64, db_index=True)
     attempts = models.PositiveIntegerField(default=1)
+    # Why it was dead-lettered: out of retries, a final error, or a message that kept killing
+    # its worker (poison).
+    reason = models.CharField(max_length=32, blank=True, default="out_of_retries")
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     replayed_at = models.DateTimeField(null=True, blank=True)
 

@@ -1,54 +1,64 @@
-"""The order's canvas, built in one place (no business logic here).
+"""The order's canvas, built from the workflow by task name (no business logic, no tasks or
+services imported):
 
-    authorize_payment -> chord(check_cart_line x lines -> verify_cart) -> confirm_order -> notify
+    authorize_payment -> group(check_cart_line x lines)  ==join at the database==>  confirm_order
 
-Every link is an immutable `.si(order_id)` signature: each step re-reads the truth from the
-database and skips itself when the order is not in the status it acts on, so a declined order
-flows through the remaining links as no-ops down to the notification, and a replay can start
-the same canvas at any step.
+The cart check fans out one task per line; its join is the order's row, not a result backend's
+chord counter: the line check that finds every line checked moves the order on under the row
+lock and sends `confirm_order` (orders/services/cart.py). A duplicated, lost or re-run line check
+therefore never stalls the order nor verifies it twice. Recovery and replay enter the cart step
+through `verify_cart`, which checks any line not checked yet itself.
+
+Every signature is immutable and carries the order id and the dispatch generation `run`: a step
+re-reads the truth from the database, and a message of an older generation does nothing. The
+outcome notification is not a link: it is written with the terminal status (services/outcomes.py).
 """
 
-from celery import chain, chord
+from celery import chain, group, signature
 from celery.canvas import Signature
 
-from notifications.tasks import notify
-from orders.models import Batch, Order
-from orders.services import order_outcome_notification_kwargs
-
-from .tasks import authorize_payment, check_cart_line, confirm_order, finish_batch, verify_cart
-
-STEPS = ("authorize_payment", "check_cart", "confirm_order", "notify")
-FIRST_STEP = STEPS[0]
-
-# What a customer sees on the tracking page: (label, statuses at which that step is done).
-PROGRESS_STEPS = [
-    ("Accepted", ["accepted"]),
-    ("Payment authorized", ["payment_authorized"]),
-    ("Cart verified", ["cart_verified"]),
-    ("Stock reserved", ["stock_reserved"]),
-    ("Confirmed", ["confirmed"]),
-]
+from orders import workflow
 
 
-def build(*, order: Order, from_step: str = FIRST_STEP) -> Signature:
-    if from_step not in STEPS:
-        raise ValueError(f"unknown step {from_step!r}; steps are {', '.join(STEPS)}")
-    order_id = str(order.pk)
-    links = {
-        "authorize_payment": lambda: authorize_payment.si(order_id),
-        "check_cart": lambda: chord(
-            [
-                check_cart_line.si(order_id, line_id)
-                for line_id in order.lines.values_list("pk", flat=True)
-            ],
-            verify_cart.si(order_id),
-        ),
-        "confirm_order": lambda: confirm_order.si(order_id),
-        "notify": lambda: notify.si(**order_outcome_notification_kwargs(order=order)),
-    }
-    return chain(*(links[step]() for step in STEPS[STEPS.index(from_step) :]))
+def _step(task_name: str, **kwargs) -> Signature:
+    return signature(task_name, kwargs=kwargs, immutable=True)
 
 
-def build_batch(*, batch: Batch, orders: list[Order]) -> Signature:
-    """A chord of the orders' pipelines whose callback writes the batch summary."""
-    return chord([build(order=order) for order in orders], finish_batch.si(str(batch.pk)))
+def cart_check(*, order_id: str, run: int, line_ids: tuple[int, ...]) -> Signature:
+    return group(
+        _step(workflow.CHECK_CART_LINE, order_id=order_id, line_id=line_id, run=run)
+        for line_id in line_ids
+    )
+
+
+def confirmation(*, order_id: str, run: int) -> Signature:
+    return _step(workflow.CONFIRM_ORDER, order_id=order_id, run=run)
+
+
+def order_canvas(
+    *, order_id: str, run: int, from_step: str, line_ids: tuple[int, ...]
+) -> Signature:
+    """The order's canvas from `from_step` (a replay or a recovery names it)."""
+    if from_step == workflow.SETTLE:
+        return _step(workflow.SETTLE_ORDER, order_id=order_id, run=run)
+    if from_step == workflow.AUTHORIZE:
+        return chain(
+            _step(workflow.AUTHORIZE_PAYMENT, order_id=order_id, run=run),
+            cart_check(order_id=order_id, run=run, line_ids=line_ids),
+        )
+    if from_step == workflow.CHECK_CART:
+        return chain(
+            _step(workflow.VERIFY_CART, order_id=order_id, run=run),
+            confirmation(order_id=order_id, run=run),
+        )
+    if from_step == workflow.CONFIRM:
+        return confirmation(order_id=order_id, run=run)
+    raise ValueError(f"unknown step {from_step!r}; steps are {', '.join(workflow.STEPS)}")
+
+
+def batch_canvas(dispatches) -> Signature:
+    """Every order of a batch at once; the batch's summary is written when its last order ends."""
+    return group(
+        order_canvas(order_id=d.order_id, run=d.run, from_step=d.from_step, line_ids=d.line_ids)
+        for d in dispatches
+    )

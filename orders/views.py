@@ -3,7 +3,7 @@
 from django.contrib.auth.decorators import login_required
 from django.shortcuts import render
 
-from . import pipeline, selectors
+from . import selectors, workflow
 
 
 @login_required
@@ -12,5 +12,5 @@ def order_tracking(request, order_id):
     return render(
         request,
         "orders/tracking.html",
-        {"order": order, "steps": pipeline.PROGRESS_STEPS},
+        {"order": order, "steps": workflow.PROGRESS_STEPS},
     )

@@ -7,6 +7,7 @@ Then runs the Procfile (web, worker, beat, Flower, sandbox provider) under honch
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 import signal
@@ -18,6 +19,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import redis
+from django.core.management import CommandError, call_command
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -74,6 +76,39 @@ def stop_embedded_redis(process: subprocess.Popen) -> None:
     shutil.rmtree(getattr(process, "workdir", ""), ignore_errors=True)
 
 
+def demo_accounts() -> list[str]:
+    """Seed the demo data (idempotent) and return its account lines: role, user, password, token."""
+    output = io.StringIO()
+    try:
+        call_command("seed_demo", stdout=output)
+    except CommandError as exc:  # DEBUG=0: no well-known passwords
+        return [f"none ({exc})"]
+    return [line for line in output.getvalue().splitlines() if "password=" in line]
+
+
+def banner(*, broker: str, embedded: bool, flower_auth: str, accounts: list[str]) -> str:
+    """What `make run` prints: every URL and every credential a newcomer needs."""
+    lines = [
+        "",
+        "Orderflow is starting:",
+        "  My orders      http://127.0.0.1:8000/orders/  (log in as a demo customer; each order"
+        " links its tracking page)",
+        "  API            http://127.0.0.1:8000/api/  (docs: http://127.0.0.1:8000/api/docs/,"
+        " http://127.0.0.1:8000/api/redoc/)",
+        "  Admin          http://127.0.0.1:8000/admin/",
+        "  Health         http://127.0.0.1:8000/healthz",
+        f"  Flower         http://127.0.0.1:5555/  (user:password {flower_auth})",
+        "  Sandbox payment provider  http://127.0.0.1:8100/v1/stats"
+        "  (outage: bin/orderflow sandbox_faults outage on|off)",
+        f"  Broker         {broker}{' (embedded)' if embedded else ''}",
+        "  Demo accounts:",
+        *(f"    {account}" for account in accounts),
+        "Press Ctrl-C to stop.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
 def main() -> int:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
     import django
@@ -89,16 +124,13 @@ def main() -> int:
     # The Procfile's processes read these; give them the settings' defaults.
     os.environ.setdefault("FLOWER_BASIC_AUTH", settings.FLOWER_BASIC_AUTH)
     os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
-    user = settings.FLOWER_BASIC_AUTH.split(":", 1)[0]
     print(
-        "\nOrderflow is starting:\n"
-        "  API            http://127.0.0.1:8000/api/  (docs: http://127.0.0.1:8000/api/docs/)\n"
-        "  Admin          http://127.0.0.1:8000/admin/\n"
-        "  Health         http://127.0.0.1:8000/healthz\n"
-        f"  Flower         http://127.0.0.1:5555/  (user '{user}', see FLOWER_BASIC_AUTH)\n"
-        "  Sandbox payment provider  http://127.0.0.1:8100/v1/stats\n"
-        f"  Broker         {broker}{' (embedded)' if embedded else ''}\n"
-        "Press Ctrl-C to stop.\n",
+        banner(
+            broker=broker,
+            embedded=embedded is not None,
+            flower_auth=os.environ["FLOWER_BASIC_AUTH"],
+            accounts=demo_accounts(),
+        ),
         flush=True,
     )
     honcho = subprocess.Popen(  # noqa: S603

@@ -108,7 +108,13 @@ class RoutineBeatSendsFilter(logging.Filter):
 # Beat runs these every few seconds; their routine moments are DEBUG so that the log shows orders.
 # A failure is logged as for any task.
 HOUSEKEEPING_TASKS = frozenset(
-    {"orders.relay_outbox", "orders.sweep_stuck_orders", "notifications.sweep_webhook_deliveries"}
+    {
+        "orders.relay_outbox",
+        "orders.recover_orders",
+        "orders.reconcile_payments",
+        "orders.prune_tables",
+        "notifications.sweep_webhook_deliveries",
+    }
 )
 
 

@@ -60,8 +60,9 @@ min(out)``. The caller cannot see ``out_k`` but measures ``late_k`` and the roun
 (:meth:`observe`); the slot ``limit`` places later uses that bound. A fixed margin has to cover
 the worst spread all the time; this pays each request's own delay, and its responses have
 normally arrived by the time the slot a window later is booked (the lookahead is short); until
-then the larger of the 90th percentile of recent bounds and the time it has been out stands in. ``margin`` stays the minimum (it covers
-what a round trip cannot show, e.g. the minimum's own noise). When the provider still answers
+then the larger of the 90th percentile of recent bounds and the time it has been out stands in.
+``margin`` stays the minimum (it covers what a round trip cannot show, e.g. the minimum's own
+noise). When the provider still answers
 429, :meth:`penalize` holds every slot until its ``Retry-After`` and adds 10 ms to every extra,
 an addition that halves every five minutes.
 

@@ -50,6 +50,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "rest_framework.authtoken",
     "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI and ReDoc as pinned static files
     "django_celery_results",
     "django_celery_beat",
     "orders",
@@ -115,6 +116,8 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
 LOGIN_URL = "/accounts/login/"
+# After login, the customer's orders (Django's default /accounts/profile/ does not exist).
+LOGIN_REDIRECT_URL = "/orders/"
 
 EMAIL_BACKEND = env.str("EMAIL_BACKEND", default="django.core.mail.backends.console.EmailBackend")
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="orders@orderflow.localhost")
@@ -138,6 +141,9 @@ REST_FRAMEWORK = {
         "order_create": env.str("ORDER_CREATE_THROTTLE_RATE", default="120/min"),
         "batch_create": env.str("BATCH_CREATE_THROTTLE_RATE", default="10/min"),
         "auth_token": env.str("AUTH_TOKEN_THROTTLE_RATE", default="20/min"),
+        # Webhook endpoint registration and delivery replay, per user (each fans out requests).
+        "webhook_create": env.str("WEBHOOK_CREATE_THROTTLE_RATE", default="10/min"),
+        "webhook_replay": env.str("WEBHOOK_REPLAY_THROTTLE_RATE", default="60/min"),
     },
 }
 DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("API_MAX_BODY_BYTES", default=2_621_440)
@@ -147,6 +153,11 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "ENUM_NAME_OVERRIDES": {"OrderStatusEnum": "orders.models.OrderStatus.choices"},
+    # Swagger UI and ReDoc from drf-spectacular-sidecar's pinned files, served as our own static
+    # files: /api/docs/ works offline and runs no third-party script next to session auth.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
 }
 
 # Throttle counters and other shared state live in Redis, so limits hold across processes.
@@ -178,8 +189,9 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 # requests: project/celery.py); Celery still recycles them every 2 x this many tasks.
 CELERY_DB_REUSE_MAX = env.int("CELERY_DB_REUSE_MAX", default=500)
 # Below the visibility timeout: a task still running when it expires would be delivered twice.
-CELERY_TASK_SOFT_TIME_LIMIT = env.int("CELERY_TASK_SOFT_TIME_LIMIT", default=60)
-CELERY_TASK_TIME_LIMIT = env.int("CELERY_TASK_TIME_LIMIT", default=90)
+# A step is a few quick queries and at most one provider call (10 s timeout, 2 s inline wait).
+CELERY_TASK_SOFT_TIME_LIMIT = env.int("CELERY_TASK_SOFT_TIME_LIMIT", default=25)
+CELERY_TASK_TIME_LIMIT = env.int("CELERY_TASK_TIME_LIMIT", default=30)
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TIMEZONE = TIME_ZONE
@@ -208,16 +220,12 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
 # waiting on its ETA is held unacknowledged, so countdown + time limit must stay under the
 # visibility timeout (checked when the Celery app loads).
 CELERY_MAX_COUNTDOWN = env.int("CELERY_MAX_COUNTDOWN", default=60)
-CELERY_TASK_ROUTES = {
-    "orders.authorize_payment": {"queue": "provider"},
-    "orders.confirm_order": {"queue": "provider"},
-    "notifications.*": {"queue": "notifications"},
-}
+# The provider's calls have their own queue (the router reads orders/workflow.py).
+CELERY_TASK_ROUTES = (
+    "orders.workflow.route_task",
+    {"notifications.*": {"queue": "notifications"}},
+)
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
-CELERY_BEAT_SCHEDULE = {
-    "relay-outbox": {"task": "orders.relay_outbox", "schedule": 5.0},
-    "sweep-stuck-orders": {"task": "orders.sweep_stuck_orders", "schedule": 15.0},
-}
 
 # --- The pipeline and the payment provider -----------------------------------------------------
 PAYMENT_PROVIDER_URL = env.str("PAYMENT_PROVIDER_URL", default="http://127.0.0.1:8100")
@@ -246,8 +254,22 @@ PIPELINE_RETRY_BACKOFF_BASE = env.float("PIPELINE_RETRY_BACKOFF_BASE", default=1
 PIPELINE_RETRY_BACKOFF_MAX = env.int("PIPELINE_RETRY_BACKOFF_MAX", default=30)
 ORDER_MAX_LINES = env.int("ORDER_MAX_LINES", default=100)
 BATCH_MAX_ORDERS = env.int("BATCH_MAX_ORDERS", default=500)
-# An unfinished order whose step has shown no progress for this long is re-dispatched from it.
+# Leases (orders/services/leases.py): a worker renews the lease of every order whose message it
+# holds every WORKER_LEASE_HEARTBEAT_SECONDS; one that ran out for ORDER_LEASE_SECONDS is lost
+# work, re-dispatched by the recovery sweep (every RECOVERY_SWEEP_SECONDS).
+ORDER_LEASE_SECONDS = env.float("ORDER_LEASE_SECONDS", default=6.0)
+WORKER_LEASE_HEARTBEAT_SECONDS = env.float("WORKER_LEASE_HEARTBEAT_SECONDS", default=1.5)
+RECOVERY_SWEEP_SECONDS = env.float("RECOVERY_SWEEP_SECONDS", default=2.0)
+# A message whose deliveries killed their worker this many times is dead-lettered and settled.
+PIPELINE_MAX_DELIVERIES = env.int("PIPELINE_MAX_DELIVERIES", default=3)
+# Non-terminal orders not updated for this long are reported as stuck (health and metrics).
 STUCK_ORDER_SECONDS = env.int("STUCK_ORDER_SECONDS", default=120)
+# Reconciliation with the provider (orders/services/reconciliation.py).
+RECONCILE_PAYMENTS_SECONDS = env.float("RECONCILE_PAYMENTS_SECONDS", default=60.0)
+# Pruning (beat, hourly): delivered outbox rows and task results older than this many days.
+PRUNE_OUTBOX_AFTER_DAYS = env.int("PRUNE_OUTBOX_AFTER_DAYS", default=7)
+PRUNE_TASK_RESULTS_AFTER_DAYS = env.int("PRUNE_TASK_RESULTS_AFTER_DAYS", default=7)
+PRUNE_WEBHOOK_ATTEMPTS_AFTER_DAYS = env.int("PRUNE_WEBHOOK_ATTEMPTS_AFTER_DAYS", default=30)
 
 FLOWER_BASIC_AUTH = env.str("FLOWER_BASIC_AUTH", default="admin:orderflow")
 
@@ -261,6 +283,8 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 # --- Notifications and webhooks ---
 # Webhook URLs must be http(s) and public (SSRF guard); True only for local receivers and tests.
 WEBHOOKS_ALLOW_PRIVATE_URLS = env.bool("WEBHOOKS_ALLOW_PRIVATE_URLS", default=False)
+# Every endpoint receives every event it subscribes to: the cap bounds one user's fan-out.
+WEBHOOK_MAX_ENDPOINTS_PER_USER = env.int("WEBHOOK_MAX_ENDPOINTS_PER_USER", default=10)
 WEBHOOK_CONNECT_TIMEOUT = env.float("WEBHOOK_CONNECT_TIMEOUT", default=3.0)
 WEBHOOK_READ_TIMEOUT = env.float("WEBHOOK_READ_TIMEOUT", default=10.0)
 WEBHOOK_MAX_ATTEMPTS = env.int("WEBHOOK_MAX_ATTEMPTS", default=8)
@@ -275,8 +299,16 @@ WEBHOOK_RATE_LIMIT = env.str("WEBHOOK_RATE_LIMIT", default="10/s")
 WEBHOOK_RATE_LIMIT_MAX_INLINE_WAIT = env.float("WEBHOOK_RATE_LIMIT_MAX_INLINE_WAIT", default=1.0)
 # A pending delivery overdue this long (its message lost, the broker was down) is re-published.
 WEBHOOK_SWEEP_OVERDUE_SECONDS = env.int("WEBHOOK_SWEEP_OVERDUE_SECONDS", default=300)
+
+# --- Beat: the one schedule ----------------------------------------------------------------------
 CELERY_BEAT_SCHEDULE = {
-    **CELERY_BEAT_SCHEDULE,
+    "relay-outbox": {"task": "orders.relay_outbox", "schedule": 5.0},
+    "recover-orders": {"task": "orders.recover_orders", "schedule": RECOVERY_SWEEP_SECONDS},
+    "reconcile-payments": {
+        "task": "orders.reconcile_payments",
+        "schedule": RECONCILE_PAYMENTS_SECONDS,
+    },
+    "prune-tables": {"task": "orders.prune_tables", "schedule": 3600.0},
     "sweep-webhook-deliveries": {
         "task": "notifications.sweep_webhook_deliveries",
         "schedule": 60.0,

@@ -6,7 +6,13 @@ import redis
 from orders.models import OrderStatus
 from orders.services import order_create
 from project.celery import app as celery_app
-from project.devstack import redis_answers, start_embedded_redis, stop_embedded_redis
+from project.devstack import (
+    banner,
+    demo_accounts,
+    redis_answers,
+    start_embedded_redis,
+    stop_embedded_redis,
+)
 from tests.conftest import wait_for
 from tests.processes import free_port, worker_process
 
@@ -45,3 +51,38 @@ def test_embedded_redis_carries_an_order_end_to_end(sandbox, catalog, customer, 
     finally:
         stop_embedded_redis(embedded)
     assert not redis_answers(url)
+
+
+@pytest.mark.django_db
+def test_the_banner_prints_every_credential_and_where_the_orders_are(settings):
+    settings.DEBUG = True  # as under make run; seed_demo refuses otherwise
+    printed = banner(
+        broker="redis://127.0.0.1:6379/0",
+        embedded=True,
+        flower_auth="admin:flower-secret",
+        accounts=demo_accounts(),
+    )
+    for credential in (
+        "username=admin password=admin-orderflow",
+        "username=alice password=alice-orderflow",
+        "admin:flower-secret",
+    ):
+        assert credential in printed
+    assert "http://127.0.0.1:8000/orders/" in printed
+    assert "redis://127.0.0.1:6379/0 (embedded)" in printed
+
+
+@pytest.mark.django_db
+def test_without_debug_the_banner_says_no_demo_accounts_were_made(settings):
+    settings.DEBUG = False
+    assert demo_accounts() == [
+        "none (seed_demo creates well-known passwords; refused with DEBUG=0.)"
+    ]
+
+
+@pytest.mark.django_db
+def test_logging_in_leads_to_my_orders_not_a_404(client, customer):
+    response = client.post(
+        "/accounts/login/", {"username": customer.username, "password": "alice-password"}
+    )
+    assert (response.status_code, response.headers["Location"]) == (302, "/orders/")

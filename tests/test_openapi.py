@@ -40,6 +40,7 @@ def test_the_live_api_conforms_to_its_schema(live_server, catalog, customer, tmp
             "--exclude-checks",
             "positive_data_acceptance",
         ],
+        cwd=tmp_path,  # schemathesis and hypothesis keep their caches in the working directory
         capture_output=True,
         text=True,
         timeout=600,

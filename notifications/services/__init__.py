@@ -3,8 +3,10 @@ deliveries."""
 
 from .notifications import notification_email_render, notification_mark_read, notification_send
 from .webhooks import (
+    DELIVER_WEBHOOK_TASK,
     DeliveryOutcome,
     InvalidWebhookEndpoint,
+    WebhookEndpointLimitReached,
     WebhookError,
     WebhookReplayNotAllowed,
     webhook_body_encode,
@@ -18,12 +20,13 @@ from .webhooks import (
     webhook_endpoint_delete,
     webhook_event_id,
     webhook_payload,
-    webhook_secret_generate,
 )
 
 __all__ = [
+    "DELIVER_WEBHOOK_TASK",
     "DeliveryOutcome",
     "InvalidWebhookEndpoint",
+    "WebhookEndpointLimitReached",
     "WebhookError",
     "WebhookReplayNotAllowed",
     "notification_email_render",
@@ -40,5 +43,4 @@ __all__ = [
     "webhook_endpoint_delete",
     "webhook_event_id",
     "webhook_payload",
-    "webhook_secret_generate",
 ]

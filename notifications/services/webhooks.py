@@ -10,12 +10,13 @@ import hashlib
 import json
 import logging
 import random
-import secrets
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import partial
 
+from celery import current_app
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
 from django.db.models import F, Q
@@ -34,15 +35,15 @@ from notifications.models import (
     WebhookDeliveryStatus,
     WebhookEndpoint,
 )
-from notifications.signing import sign_payload
+from notifications.signing import InvalidSecret, secret_generate, signature_headers
 from project.ratelimit import SlidingWindowLimiter, parse_rate
 from project.redis_client import get_redis
 from project.retry import backoff_with_jitter, cap_countdown, parse_retry_after
 
 logger = logging.getLogger(__name__)
 
-SECRET_PREFIX = "whsec_"  # noqa: S105 (a prefix, not a secret)
 USER_AGENT = "Orderflow-Webhooks/1.0"
+DELIVER_WEBHOOK_TASK = "notifications.deliver_webhook"  # routed to the notifications queue
 MAX_EVENTS_PER_ENDPOINT = 50
 RATE_LIMIT_NAMESPACE = "orderflow:webhooks:ratelimit"
 # A sender holds the delivery this long beyond its own timeouts before another copy may take over.
@@ -61,6 +62,10 @@ class InvalidWebhookEndpoint(WebhookError):
         self.errors = errors
 
 
+class WebhookEndpointLimitReached(WebhookError):
+    """The user has as many endpoints as WEBHOOK_MAX_ENDPOINTS_PER_USER allows."""
+
+
 class WebhookReplayNotAllowed(WebhookError):
     """Only a failed delivery to an active endpoint can be replayed."""
 
@@ -75,14 +80,11 @@ class DeliveryOutcome:
 # --- endpoints ----------------------------------------------------------------------------------
 
 
-def webhook_secret_generate() -> str:
-    return SECRET_PREFIX + secrets.token_urlsafe(32)
-
-
 def webhook_endpoint_create(
     *, user: AbstractBaseUser, url: str, events: list[str], is_active: bool = True
 ) -> WebhookEndpoint:
-    """Check the URL (scheme, public address) and the kinds; the secret is generated here."""
+    """Check the URL (scheme, public address), the kinds and the user's endpoint cap; the secret
+    is generated here."""
     errors: dict[str, list[str]] = {}
     try:
         resolve_destination(url)
@@ -94,9 +96,17 @@ def webhook_endpoint_create(
         errors["events"] = [str(exc)]
     if errors:
         raise InvalidWebhookEndpoint(errors)
-    endpoint = WebhookEndpoint.objects.create(
-        user=user, url=url, events=events, secret=webhook_secret_generate(), is_active=is_active
-    )
+    limit = settings.WEBHOOK_MAX_ENDPOINTS_PER_USER
+    with transaction.atomic():
+        # The user's row is the lock: two concurrent creations cannot both take the last place.
+        get_user_model().objects.select_for_update().filter(pk=user.pk).exists()
+        if WebhookEndpoint.objects.filter(user=user).count() >= limit:
+            raise WebhookEndpointLimitReached(
+                f"You have {limit} webhook endpoints, the most allowed; delete one first."
+            )
+        endpoint = WebhookEndpoint.objects.create(
+            user=user, url=url, events=events, secret=secret_generate(), is_active=is_active
+        )
     logger.info("webhook endpoint created", extra={"endpoint_id": endpoint.pk, "user_id": user.pk})
     return endpoint
 
@@ -196,15 +206,14 @@ def webhook_deliveries_create(*, notification: Notification) -> list[WebhookDeli
 
 
 def webhook_delivery_enqueue(*, delivery_id: int, countdown: float | None = None) -> bool:
-    """Publish the delivery task; on a broker failure the sweep publishes it later."""
-    from notifications.tasks import deliver_webhook  # the tasks module imports the services
-
+    """Publish the delivery task (by name: the tasks module imports this one); on a broker
+    failure the sweep publishes it later."""
     if countdown is not None:
         # A countdown beyond Redis's visibility timeout would have the message delivered twice;
         # an early run finds the delivery not due yet and schedules itself again.
         countdown = cap_countdown(countdown)
     try:
-        deliver_webhook.apply_async(args=[delivery_id], countdown=countdown)
+        current_app.send_task(DELIVER_WEBHOOK_TASK, args=[delivery_id], countdown=countdown)
     except Exception as exc:  # any broker failure: the delivery row stays pending
         logger.warning(
             "webhook delivery not published, the sweep will retry",
@@ -304,12 +313,18 @@ def _attempt(delivery: WebhookDelivery, *, log: dict) -> DeliveryOutcome:
         return _record_attempt(delivery, result, attempted_at, final=refused, log=log)
 
     body = webhook_body_encode(delivery.payload)
-    headers = {
-        "Content-Type": "application/json",
-        "User-Agent": USER_AGENT,
-        "Orderflow-Event-Id": delivery.event_id,
-        "Orderflow-Signature": sign_payload(endpoint.secret, body),
-    }
+    try:
+        # The event id is the webhook-id: the same on every attempt, retry and replay, so a
+        # receiver can deduplicate on it; the timestamp and signature are made afresh each time.
+        signed = signature_headers(endpoint.secret, message_id=delivery.event_id, body=body)
+    except InvalidSecret as exc:  # no receiver could verify it: sending cannot help
+        result = transport.HttpResult(
+            status_code=None,
+            error=f"Not sent: the endpoint's secret is invalid ({exc}).",
+            duration_ms=0,
+        )
+        return _record_attempt(delivery, result, attempted_at, final=True, log=log)
+    headers = {"Content-Type": "application/json", "User-Agent": USER_AGENT, **signed}
     result = transport.post(
         destination,
         body=body,

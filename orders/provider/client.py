@@ -22,6 +22,7 @@ from decimal import Decimal
 
 import redis
 import requests
+import urllib3
 from django.conf import settings
 
 from project.ratelimit import (
@@ -112,6 +113,13 @@ class PaymentProvider:
         )
         return self._expect(response, 200)["status"]
 
+    def retrieve(self, *, payment_id: str) -> ProviderPayment:
+        """What the provider holds for a payment now (settlement and reconciliation ask this)."""
+        body = self._expect(self._request("GET", f"/v1/payments/{payment_id}"), 200)
+        return ProviderPayment(
+            id=body["id"], status=body["status"], amount=body["amount"], currency=body["currency"]
+        )
+
     def _request(
         self,
         method: str,
@@ -131,14 +139,20 @@ class PaymentProvider:
             )
         except requests.RequestException as exc:
             self._observe(reservation, sent_at)
-            raise TransientError(f"provider unreachable: {exc.__class__.__name__}") from exc
+            raise TransientError(
+                f"provider unreachable: {exc.__class__.__name__}", maybe_acted=not _never_sent(exc)
+            ) from exc
         self._observe(reservation, sent_at)
         if response.status_code == 429:
             retry_after = parse_retry_after(response.headers.get("Retry-After"), default=1.0)
             self._penalize(retry_after)
             raise Throttled("provider answered 429", retry_after=retry_after)
         if response.status_code >= 500:
-            raise TransientError(f"provider answered {response.status_code}")
+            # 503: unavailable, did nothing. Other 5xx (a gateway timeout) may hide an effect.
+            raise TransientError(
+                f"provider answered {response.status_code}",
+                maybe_acted=response.status_code != 503,
+            )
         return response
 
     def _wait_for_slot(self, *, ticket: str | None) -> Reservation | None:
@@ -205,7 +219,22 @@ class PaymentProvider:
             raise PermanentError(
                 f"provider answered {response.status_code}: {_error_code(response) or 'error'}"
             )
-        return response.json()
+        try:
+            return response.json()
+        except ValueError as exc:
+            # A 2xx whose body we cannot read: the provider may have acted. Retry (the call is
+            # idempotent by key) rather than guess; settlement asks if retries run out.
+            raise TransientError(f"provider answered {status} with an unreadable body") from exc
+
+
+def _never_sent(exc: requests.RequestException) -> bool:
+    """The request certainly never reached the provider: no connection was made."""
+    if isinstance(exc, requests.ConnectTimeout):
+        return True
+    reason = getattr(exc.args[0], "reason", None) if exc.args else None
+    return isinstance(exc, requests.ConnectionError) and isinstance(
+        reason, urllib3.exceptions.NewConnectionError
+    )
 
 
 def _error_code(response: requests.Response) -> str:
@@ -224,7 +253,8 @@ def _weights(text: str) -> dict[str, float]:
 
 
 def get_provider(*, customer: str | None = None, lane: str = "single") -> PaymentProvider:
-    """The provider client for one customer's call (``lane``: "single" or "batch")."""
+    """The client; `customer` and `lane` ("single" or "batch") are the caller's share of the
+    provider's budget at the cluster limiter."""
     weights = _weights(settings.PAYMENT_PROVIDER_CUSTOMER_WEIGHTS)
     return PaymentProvider(
         base_url=settings.PAYMENT_PROVIDER_URL,

@@ -8,9 +8,16 @@ Pure standard library (no Django) so it runs in a thread inside tests or as its 
     POST /v1/payments/<id>/refund   -> 200 {"status": "refunded", ...} (voids if uncaptured)
     GET  /v1/payments/<id>          -> 200 the payment
     GET  /v1/stats                  -> counters (operator endpoint: no auth, no rate limit)
+    GET  /v1/sandbox/faults         -> the fault switches (operator endpoint, see below)
+    POST /v1/sandbox/faults         -> set them, answers their new state
 
-Every /v1 call but /v1/stats needs ``Authorization: Bearer <key>``. POSTs may carry an
-``Idempotency-Key``: a repeat returns the stored first response with no new effect.
+A payment reads ``{"id", "status", "amount", "currency", "reference", "captured",
+"amount_captured", "amount_refunded"}``; ``status`` is ``authorized``, ``captured`` or
+``refunded`` (a refunded authorization that was never captured is a void: ``captured`` false,
+``amount_refunded`` "0.00").
+
+Every /v1 call but the two operator endpoints needs ``Authorization: Bearer <key>``. POSTs may
+carry an ``Idempotency-Key``: a repeat returns the stored first response with no new effect.
 
 Rate limit: per API key, a request is admitted when fewer than ``rate_limit`` admitted requests
 of that key arrived in the last ``window`` seconds (rolling, by arrival). Rejected requests do
@@ -20,6 +27,25 @@ always gets through. The limit is checked at arrival, before any simulated laten
 Test tokens: ``tok_ok`` authorizes; ``tok_declined`` answers 402 card_declined (final);
 ``tok_flaky`` answers 503 to the first two calls per Idempotency-Key (per reference without a
 key), then authorizes; ``tok_slow`` authorizes after 2 s.
+
+Faults, so a failure can be seen without stopping anything (``manage.py sandbox_faults``, or the
+Python API ``set_outage`` / ``drop_answers_after_effect`` / ``clear_faults``; ``reset`` clears
+them too). ``POST /v1/sandbox/faults`` takes a JSON object, every field optional, applied in
+this order:
+
+    {"clear": true}                                  switch every fault off first
+    {"outage": true, "mode": "drop" | "503"}         an outage (mode defaults to "drop")
+    {"outage": false}                                end the outage
+    {"drop_after_effect": {"path": "/capture$", "count": 1, "method": "POST"}}
+
+During an outage every /v1 call but the operator endpoints fails as a network failure would:
+``drop`` closes the connection without an answer, ``503`` answers 503 ``unavailable``; nothing
+takes effect and neither counts as a request (``outage_refused`` counts them).
+``drop_after_effect`` loses the answer of the next ``count`` requests whose path matches the
+regular expression ``path`` (``re.search``; ``method`` optional): the request takes effect (the
+capture happens, counters move, an Idempotency-Key stores the answer) but the connection is
+closed instead of answering, so the client sees a connection error. Only requests that took
+effect (a 2xx answer) use up ``count``; ``answers_dropped`` counts them. No auth, no rate limit.
 """
 
 from __future__ import annotations
@@ -67,7 +93,11 @@ _COUNTERS = (
     "declined",
     "unavailable_503",
     "idempotent_replays",
+    "outage_refused",
+    "answers_dropped",
 )
+FAULTS_PATH = "/v1/sandbox/faults"
+OUTAGE_MODES = ("drop", "503")
 
 
 @dataclass(frozen=True)
@@ -75,6 +105,20 @@ class Response:
     status: int
     body: dict[str, Any]
     headers: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class _LostAnswerRule:
+    pattern: re.Pattern[str]
+    remaining: int
+    method: str | None = None
+
+    def describe(self) -> dict[str, Any]:
+        return {"path": self.pattern.pattern, "count": self.remaining, "method": self.method}
+
+
+# Returned by dispatch() when the handler must close the connection without answering.
+DROP_CONNECTION = Response(0, {})
 
 
 @dataclass
@@ -259,6 +303,8 @@ class SandboxProvider:
         self._admitted: list[float] = []
         self._counters = dict.fromkeys(_COUNTERS, 0)
         self._per_key: dict[str, dict[str, int]] = {}
+        self._outage: str | None = None  # None, or the outage mode
+        self._lost_answers: list[_LostAnswerRule] = []
 
     def reset(self) -> None:
         with self._lock:
@@ -289,6 +335,91 @@ class SandboxProvider:
                 for payment in self._payments.values()
             ]
 
+    # --- faults ---------------------------------------------------------------------------------
+
+    def set_outage(self, on: bool, *, mode: str = "drop") -> None:
+        """Switch an outage on (every /v1 call but the operator endpoints fails) or off."""
+        if mode not in OUTAGE_MODES:
+            raise ValueError(f"mode must be one of {', '.join(OUTAGE_MODES)}")
+        with self._lock:
+            self._outage = mode if on else None
+
+    def drop_answers_after_effect(
+        self, *, path_regex: str, count: int = 1, method: str | None = None
+    ) -> None:
+        """Lose the answers of the next ``count`` matching requests that take effect."""
+        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+            raise ValueError("count must be a positive integer")
+        rule = _LostAnswerRule(re.compile(path_regex), count, method.upper() if method else None)
+        with self._lock:
+            self._lost_answers.append(rule)
+
+    def clear_faults(self) -> None:
+        with self._lock:
+            self._outage = None
+            self._lost_answers = []
+
+    def faults(self) -> dict[str, Any]:
+        with self._lock:
+            return {
+                "outage": self._outage is not None,
+                "mode": self._outage,
+                "drop_after_effect": [
+                    rule.describe() for rule in self._lost_answers if rule.remaining
+                ],
+            }
+
+    def _apply_faults(self, payload: Any) -> Response:
+        """The POST /v1/sandbox/faults body, validated whole before anything changes."""
+        if not isinstance(payload, dict):
+            return _invalid("body must be a JSON object")
+        unknown = sorted(set(payload) - {"clear", "outage", "mode", "drop_after_effect"})
+        if unknown:
+            return _invalid(f"unknown field(s): {', '.join(unknown)}")
+        clear, outage = payload.get("clear", False), payload.get("outage")
+        mode = payload.get("mode", "drop")
+        if not isinstance(clear, bool):
+            return _invalid("clear must be true or false")
+        if outage is not None and not isinstance(outage, bool):
+            return _invalid("outage must be true or false")
+        if mode not in OUTAGE_MODES:
+            return _invalid(f"mode must be one of {', '.join(OUTAGE_MODES)}")
+        rule = payload.get("drop_after_effect")
+        if rule is not None:
+            if not isinstance(rule, dict) or not isinstance(rule.get("path"), str):
+                return _invalid("drop_after_effect must be an object with a path regex")
+            count, method = rule.get("count", 1), rule.get("method")
+            if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+                return _invalid("drop_after_effect.count must be a positive integer")
+            if method is not None and not isinstance(method, str):
+                return _invalid("drop_after_effect.method must be a string")
+            try:
+                re.compile(rule["path"])
+            except re.error as exc:
+                return _invalid(f"drop_after_effect.path is not a regular expression: {exc}")
+        if clear:
+            self.clear_faults()
+        if outage is not None:
+            self.set_outage(outage, mode=mode)
+        if rule is not None:
+            self.drop_answers_after_effect(
+                path_regex=rule["path"], count=rule.get("count", 1), method=rule.get("method")
+            )
+        return Response(200, self.faults())
+
+    def _claim_lost_answer(self, method: str, path: str) -> bool:
+        with self._lock:
+            for rule in self._lost_answers:
+                if (
+                    rule.remaining
+                    and rule.method in (None, method)
+                    and rule.pattern.search(path) is not None
+                ):
+                    rule.remaining -= 1
+                    self._counters["answers_dropped"] += 1
+                    return True
+        return False
+
     # --- request handling -----------------------------------------------------------------------
 
     def dispatch(
@@ -302,9 +433,39 @@ class SandboxProvider:
         path = target.split("?", 1)[0]
         if path == "/v1/stats":
             return Response(200, self.stats()) if method == "GET" else _method_not_allowed()
+        if path == FAULTS_PATH:
+            if method == "GET":
+                return Response(200, self.faults())
+            if method != "POST":
+                return _method_not_allowed()
+            if body_error is not None:
+                return body_error
+            payload, parse_error = _parse_json(body)
+            return _invalid(parse_error) if parse_error else self._apply_faults(payload)
         if not path.startswith("/v1/"):
             return _error(404, "not_found", f"no route for {path}")
 
+        with self._lock:
+            outage = self._outage
+            if outage is not None:
+                self._counters["outage_refused"] += 1
+        if outage == "drop":
+            return DROP_CONNECTION
+        if outage is not None:
+            return _error(503, "unavailable", "sandbox: outage switched on")
+        response = self._serve(method, path, headers, body, body_error)
+        if 200 <= response.status < 300 and self._claim_lost_answer(method, path):
+            return DROP_CONNECTION
+        return response
+
+    def _serve(
+        self,
+        method: str,
+        path: str,
+        headers: Mapping[str, str],
+        body: bytes,
+        body_error: Response | None,
+    ) -> Response:
         api_key = _bearer_token(headers.get("Authorization"))
         rejection = body_error
         with self._lock:
@@ -449,6 +610,8 @@ class SandboxProvider:
                 "currency": request["currency"],
                 "reference": request["reference"],
                 "captured": False,
+                "amount_captured": "0.00",
+                "amount_refunded": "0.00",
             }
             self._payments[payment["id"]] = payment
             self._counters["payments"] += 1
@@ -470,10 +633,13 @@ class SandboxProvider:
             if action == "capture" and status == "authorized":
                 payment["status"] = "captured"
                 payment["captured"] = True
+                payment["amount_captured"] = payment["amount"]
                 self._counters["captures"] += 1
             elif action == "refund" and status in ("authorized", "captured"):
                 # Refunding an uncaptured authorization voids it; both end as "refunded".
                 payment["status"] = "refunded"
+                if payment["captured"]:
+                    payment["amount_refunded"] = payment["amount"]
                 self._counters["refunds"] += 1
             else:
                 return _error(409, "invalid_state", f"cannot {action} a payment that is {status}")
@@ -542,7 +708,18 @@ class _Handler(BaseHTTPRequestHandler):
         except Exception:  # a sandbox bug must surface as a 500, not as a dropped connection
             self.close_connection = True
             response = _error(500, "internal_error")
-        self._write(response)
+        if response is DROP_CONNECTION:
+            self._drop()
+        else:
+            self._write(response)
+
+    def _drop(self) -> None:
+        """Close the connection with no answer, as a network failure or a crashed peer would."""
+        self.close_connection = True
+        with contextlib.suppress(OSError):
+            self.connection.shutdown(socket.SHUT_RDWR)
+        if self.server.provider.verbose:
+            self.log_message('"%s" dropped (sandbox fault)', self.requestline)
 
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _handle
 

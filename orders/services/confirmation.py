@@ -1,43 +1,34 @@
 from django.db import transaction
-from django.db.models import F
 
-from orders.models import Order, OrderStatus, PaymentStatus, Product
-from orders.provider import get_provider
+from orders.models import Order, OrderStatus, PaymentStatus
 
 from .events import event_record
-from .payments import idempotency_key_for
-
-
-class _OutOfStock(Exception):
-    def __init__(self, sku: str) -> None:
-        self.sku = sku
+from .leases import lease_handoff
+from .outcomes import order_finish
+from .payments import idempotency_key_for, provider_for
+from .stock import OutOfStock, stock_take
 
 
 def _reserve_stock(order: Order, attempt: int) -> None:
-    """Take the order's quantities off the shelf, all or nothing."""
     try:
         with transaction.atomic():
             locked = Order.objects.select_for_update().get(pk=order.pk)
             if locked.status != OrderStatus.CART_VERIFIED:
                 return
-            # Fixed product order: concurrent reservations never wait on each other in a cycle.
-            for line in sorted(locked.lines.all(), key=lambda line: line.product_id):
-                taken = Product.objects.filter(pk=line.product_id, stock__gte=line.quantity).update(
-                    stock=F("stock") - line.quantity
-                )
-                if not taken:
-                    raise _OutOfStock(line.sku)
+            stock_take(order=locked)
             locked.status = OrderStatus.STOCK_RESERVED
-            locked.save(update_fields=["status", "updated_at"])
+            locked.save(update_fields=["status", "updated_at", *lease_handoff(locked)])
             event_record(order=locked, name="stock_reserved", attempt=attempt)
-    except _OutOfStock as exc:
+    except OutOfStock as exc:
         # Sold out between the check and now: nothing was taken, the payment must be voided.
         with transaction.atomic():
             locked = Order.objects.select_for_update().get(pk=order.pk)
             if locked.status == OrderStatus.CART_VERIFIED:
                 locked.status = OrderStatus.COMPENSATING
                 locked.failure_reason = f"{exc.sku}: sold out before the order was confirmed."
-                locked.save(update_fields=["status", "failure_reason", "updated_at"])
+                locked.save(
+                    update_fields=["status", "failure_reason", "updated_at", *lease_handoff(locked)]
+                )
                 event_record(
                     order=locked,
                     name="stock_reservation_failed",
@@ -62,25 +53,28 @@ def _settle(order: Order, attempt: int) -> None:
     """
     from_status = order.status
     action, payment_status, to_status = SETTLEMENTS[from_status]
-    status = getattr(get_provider(), action)(
+    status = getattr(provider_for(order), action)(
         payment_id=order.payment.provider_payment_id,
         idempotency_key=idempotency_key_for(order, action),
     )
     with transaction.atomic():
         locked = Order.objects.select_for_update().get(pk=order.pk)
         if locked.status != from_status:
-            return
+            return  # a twin or settlement recorded it; settlement asks the provider what happened
         locked.payment.status = payment_status
         locked.payment.save(update_fields=["status", "updated_at"])
-        locked.status = to_status
-        locked.save(update_fields=["status", "updated_at"])
         event_record(
             order=locked,
             name=f"payment_{payment_status}",
             attempt=attempt,
             detail={"status": status},
         )
-        event_record(order=locked, name=str(to_status), attempt=attempt)
+        order_finish(
+            order=locked,
+            status=to_status,
+            attempt=attempt,
+            reason=locked.failure_reason if to_status == OrderStatus.CART_REJECTED else "",
+        )
 
 
 def order_confirm(*, order_id: str, attempt: int = 1) -> Order:

@@ -1,96 +1,66 @@
-"""Finish what crashes and lost messages left behind."""
+"""Find lost work in seconds, and only lost work.
+
+An unfinished order's lease (orders/services/leases.py) is renewed while a live worker holds its
+message. When it runs out:
+
+* a holder was recorded: that worker stopped heartbeating (killed, partitioned) with the message:
+  the order is re-dispatched now, not after the broker's visibility timeout;
+* no holder (handed to a queue, never received yet): if the step's queue holds messages the
+  order is waiting its turn (a backlog at the provider's pace is progress) and its lease is
+  extended; an empty queue means the message was lost (a flushed queue, a broker restart, a
+  publish that never reached it): re-dispatch.
+
+Every re-dispatch claims the next generation (orders/services/dispatch.py): however many sweeps
+run at once, each stalled order is sent once, and the copies of older generations that the
+broker redelivers later do nothing.
+"""
 
 import logging
-from datetime import timedelta
+from collections.abc import Mapping
 
-from django.db import transaction
-from django.db.models import Max, Q
+from django.db.models import Q
 from django.utils import timezone
 
-from notifications.models import Notification
-from orders.models import TERMINAL_STATUSES, Order, OrderStatus
-from orders.notifications import order_outcome_dedupe_key
+from orders import workflow
+from orders.models import Order
 
-from .events import event_record
-from .failures import order_outcome_notify_enqueue
-from .orders import START_PIPELINE_TASK
-from .outbox import outbox_enqueue
+from .dispatch import Dispatch, order_dispatch_claim
+from .leases import lease_duration
 
 logger = logging.getLogger(__name__)
 
-# The step that moves an unfinished order on from each status.
-STEP_FOR_STATUS = {
-    OrderStatus.ACCEPTED: "authorize_payment",
-    OrderStatus.PAYMENT_AUTHORIZED: "check_cart",
-    OrderStatus.CART_VERIFIED: "confirm_order",
-    OrderStatus.STOCK_RESERVED: "confirm_order",
-    OrderStatus.COMPENSATING: "confirm_order",
-}
 
+def order_recovery_claim(*, queue_depths: Mapping[str, int], limit: int = 200) -> list[Dispatch]:
+    """Claim a re-dispatch for every order whose lease ran out; returns what to send.
 
-def order_stuck_sweep(*, stuck_for: timedelta, limit: int = 200) -> list[str]:
-    """Re-dispatch unfinished orders that showed no progress (status change or timeline event)
-    for `stuck_for`, from the step their status calls for. Returns the order ids.
-
-    A message can vanish (a flushed queue, a broker restart without persistence) or wait out a
-    visibility timeout after a crash; steps are idempotent, so a re-dispatch that races the
-    original message does nothing twice.
-    """
-    cutoff = timezone.now() - stuck_for
-    stuck = (
-        Order.objects.filter(status__in=STEP_FOR_STATUS, updated_at__lt=cutoff)
-        .annotate(last_event_at=Max("events__created_at"))
-        .filter(Q(last_event_at__lt=cutoff) | Q(last_event_at__isnull=True))
-        .order_by("updated_at")
-        .values_list("pk", flat=True)[:limit]
-    )
-    redispatched = []
-    for order_id in stuck:
-        with transaction.atomic():
-            order = Order.objects.select_for_update().get(pk=order_id)
-            step = STEP_FOR_STATUS.get(order.status)
-            if step is None:
-                continue  # finished meanwhile
-            event_record(order=order, name="redispatched", detail={"step": step})
-            outbox_enqueue(
-                task_name=START_PIPELINE_TASK,
-                kwargs={"order_id": str(order.pk), "from_step": step},
-                correlation_id=order.correlation_id,
-            )
-        redispatched.append(str(order_id))
-    if redispatched:
-        logger.warning("re-dispatched stuck orders", extra={"orders": redispatched})
-    return redispatched
-
-
-def order_outcome_notification_sweep(
-    *, ended_before: timedelta, window: timedelta = timedelta(minutes=10), limit: int = 500
-) -> list[str]:
-    """Send again the outcome notification of orders that ended between `ended_before + window`
-    and `ended_before` ago and have none (the notify message was lost with the broker's queue).
-    Returns the order ids.
-
-    Notifications are deduplicated by key, so an original that was only late changes nothing.
-    Each order is looked at while it is in the window, i.e. on every sweep for `window`.
+    `queue_depths` is what the broker says each queue holds (unknown queues count as waiting).
     """
     now = timezone.now()
-    ended = Order.objects.filter(
-        status__in=TERMINAL_STATUSES,
-        updated_at__lt=now - ended_before,
-        updated_at__gte=now - ended_before - window,
-    ).order_by("updated_at")[:limit]
-    by_key = {order_outcome_dedupe_key(order): order for order in ended}
-    notified = set(
-        Notification.objects.filter(dedupe_key__in=by_key).values_list("dedupe_key", flat=True)
+    expired = list(
+        Order.objects.filter(status__in=workflow.ACTIVE_STATUSES)
+        .filter(Q(lease_until__lt=now) | Q(lease_until__isnull=True, pipeline_started_at__lt=now))
+        .order_by("lease_until")
+        .values_list("pk", "run", "status", "lease_holder")[:limit]
     )
-    resent = []
-    for key, order in by_key.items():
-        if key in notified:
-            continue
-        with transaction.atomic():
-            event_record(order=order, name="notification_resent", detail={"key": key})
-            order_outcome_notify_enqueue(order=order)
-        resent.append(str(order.pk))
-    if resent:
-        logger.warning("re-sent lost outcome notifications", extra={"orders": resent})
-    return resent
+    waiting, lost = [], []
+    for order_id, run, status, holder in expired:
+        queue = workflow.STEP_QUEUES[workflow.STEP_FOR_STATUS[status]]
+        if not holder and queue_depths.get(queue, 1) > 0:
+            waiting.append(order_id)
+        else:
+            lost.append((order_id, run, "worker lost" if holder else "message lost"))
+    if waiting:
+        Order.objects.filter(pk__in=waiting, lease_until__lt=now).update(
+            lease_until=now + lease_duration()
+        )
+    claims = []
+    for order_id, run, why in lost:
+        dispatch = order_dispatch_claim(order_id=str(order_id), run=run, reason=why)
+        if dispatch is not None:
+            claims.append(dispatch)
+    if claims:
+        logger.warning(
+            "re-dispatching orders whose lease ran out",
+            extra={"orders": [claim.order_id for claim in claims]},
+        )
+    return claims

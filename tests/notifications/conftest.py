@@ -11,8 +11,11 @@ import pytest
 
 from notifications.models import WebhookDelivery, WebhookEndpoint
 from notifications.services import DeliveryOutcome, webhook_delivery_send
+from notifications.signing import secret_generate
 from orders.models import Order
 from orders.services import order_create
+from project.redis_client import get_redis
+from project.throttling import throttle_key_prefix
 from tests.factories import order_failed
 
 
@@ -147,13 +150,11 @@ def deliver(delivery: WebhookDelivery | int, *, max_calls: int = 50) -> list[Del
 
 def make_endpoint(user, url: str, events=("*",), *, is_active: bool = True) -> WebhookEndpoint:
     """An endpoint row as webhook_endpoint_create makes it (URL checks are tested elsewhere)."""
-    from notifications.services import webhook_secret_generate
-
     return WebhookEndpoint.objects.create(
         user=user,
         url=url,
         events=list(events),
-        secret=webhook_secret_generate(),
+        secret=secret_generate(),
         is_active=is_active,
     )
 
@@ -164,3 +165,17 @@ def place(user, *, card: str = "tok_ok") -> Order:
 
 
 failed = order_failed
+
+
+@pytest.fixture
+def throttle_counters():
+    """This run's API throttle counters, cleared before and after the test."""
+
+    def clear() -> None:
+        client = get_redis()
+        for key in client.scan_iter(match=f"{throttle_key_prefix()}*"):
+            client.delete(key)
+
+    clear()
+    yield
+    clear()

@@ -5,10 +5,10 @@ import json
 import time
 
 import pytest
+from standardwebhooks import Webhook
 
 from notifications.models import WebhookDelivery, WebhookDeliveryStatus
 from notifications.services import webhook_endpoint_create
-from notifications.signing import verify_signature
 from notifications.tasks import notify
 from orders.models import Order, OrderStatus
 from orders.services import order_create, order_outcome_notification_kwargs
@@ -37,11 +37,13 @@ def test_an_order_outcome_reaches_the_webhook_through_the_worker(
     assert [attempt.status_code for attempt in delivery.attempts.all()] == [503, 200]
     assert len(receiver.requests) == 2
     request = receiver.requests[-1]
-    assert verify_signature(endpoint.secret, request.headers["Orderflow-Signature"], request.body)
-    event = json.loads(request.body)
+    event = Webhook(endpoint.secret).verify(request.body, request.headers)
+    assert event == json.loads(request.body)
     assert event["type"] == "order.confirmed"
     assert event["data"]["order_id"] == str(order.pk)
-    assert request.headers["Orderflow-Event-Id"] == event["id"] == delivery.event_id
+    # The retry carried the first attempt's webhook-id: the receiver's idempotency key.
+    assert {r.headers["webhook-id"] for r in receiver.requests} == {event["id"]}
+    assert event["id"] == delivery.event_id
 
     # The notify task delivered once more (a redelivered message): nothing new goes out.
     order.refresh_from_db()

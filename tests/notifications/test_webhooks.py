@@ -10,8 +10,9 @@ from datetime import timedelta
 
 import pytest
 from django.utils import timezone
+from standardwebhooks import Webhook, WebhookVerificationError
 
-from notifications.models import WebhookDelivery, WebhookDeliveryStatus
+from notifications.models import WebhookDelivery, WebhookDeliveryStatus, WebhookEndpoint
 from notifications.services import (
     WebhookReplayNotAllowed,
     notification_send,
@@ -21,10 +22,9 @@ from notifications.services import (
     webhook_delivery_send,
     webhook_delivery_time_limit_record,
 )
-from notifications.signing import verify_signature
 from orders.services import order_outcome_notification_kwargs
 from tests.notifications.conftest import Answer, deliver, failed, make_endpoint, place
-from tests.notifications.test_signing import documented_verify_signature
+from tests.notifications.test_signing import documented, receiver_clock_ahead
 
 pytestmark = pytest.mark.usefixtures("webhook_settings")
 
@@ -54,14 +54,14 @@ def test_a_delivery_is_a_signed_json_post(delivery, endpoint, receiver):
     assert request.path == "/hooks"
     assert request.headers["Content-Type"] == "application/json"
     assert request.headers["User-Agent"] == "Orderflow-Webhooks/1.0"
-    assert request.headers["Orderflow-Event-Id"] == delivery.event_id
     assert request.headers["Host"] == f"127.0.0.1:{receiver.port}"
-    _, documented_verify = documented_verify_signature()
-    signature = request.headers["Orderflow-Signature"]
-    assert documented_verify(endpoint.secret, signature, request.body)
-    assert verify_signature(endpoint.secret, signature, request.body)
-    assert not documented_verify(endpoint.secret, signature, request.body.replace(b"}", b" }"))
-    assert not documented_verify(endpoint.secret, signature, request.body, tolerance=-1)
+    # Standard Webhooks: the receiver's reference library verifies the delivery as received.
+    assert request.headers["webhook-id"] == delivery.event_id
+    assert abs(int(request.headers["webhook-timestamp"]) - time.time()) < 60
+    assert request.headers["webhook-signature"].startswith("v1,")
+    assert Webhook(endpoint.secret).verify(request.body, request.headers) == request.json()
+    assert documented("verified_event")(endpoint.secret, request.body, request.headers)
+    assert not {"Orderflow-Signature", "Orderflow-Event-Id"} & set(request.headers)
     body = request.json()
     assert set(body) == {"id", "type", "created", "data"}
     assert body["id"] == delivery.event_id
@@ -84,6 +84,71 @@ def test_a_delivery_is_a_signed_json_post(delivery, endpoint, receiver):
     assert attempt.duration_ms >= 0
 
 
+@pytest.mark.parametrize(
+    ("case", "tamper"),
+    [
+        (
+            "tampered body",
+            lambda body, headers: (body.replace(b'"failed"', b'"confirmed"'), headers),
+        ),
+        ("re-serialised body", lambda body, headers: (body.replace(b",", b", "), headers)),
+        ("another id", lambda body, headers: (body, {**headers, "webhook-id": "evt_replayed"})),
+        (
+            "a restamped timestamp",
+            lambda body, headers: (
+                body,
+                {**headers, "webhook-timestamp": str(int(headers["webhook-timestamp"]) + 1)},
+            ),
+        ),
+    ],
+)
+def test_a_tampered_delivery_is_rejected_by_the_receivers_library(
+    case, tamper, delivery, endpoint, receiver
+):
+    deliver(delivery)
+    (request,) = receiver.requests
+    body, headers = tamper(request.body, request.headers)
+
+    with pytest.raises(WebhookVerificationError):
+        Webhook(endpoint.secret).verify(body, headers)
+    assert documented("verified_event")(endpoint.secret, body, headers) is None
+
+
+def test_a_delivery_presented_again_later_is_rejected(delivery, endpoint, receiver, monkeypatch):
+    deliver(delivery)
+    (request,) = receiver.requests
+    assert Webhook(endpoint.secret).verify(request.body, request.headers)
+
+    receiver_clock_ahead(monkeypatch, timedelta(minutes=6))  # captured, then replayed
+
+    with pytest.raises(WebhookVerificationError, match="too old"):
+        Webhook(endpoint.secret).verify(request.body, request.headers)
+    assert documented("verified_event")(endpoint.secret, request.body, request.headers) is None
+
+
+def test_another_endpoints_secret_does_not_verify(delivery, customer, receiver):
+    other = make_endpoint(customer, receiver.url)
+    deliver(delivery)
+    (request,) = receiver.requests
+
+    with pytest.raises(WebhookVerificationError):
+        Webhook(other.secret).verify(request.body, request.headers)
+
+
+def test_an_endpoint_with_an_invalid_secret_fails_without_sending(delivery, endpoint, receiver):
+    WebhookEndpoint.objects.filter(pk=endpoint.pk).update(secret="whsec_not-base64_at-all")
+
+    outcomes = deliver(delivery)
+
+    delivery.refresh_from_db()
+    assert delivery.status == WebhookDeliveryStatus.FAILED
+    assert outcomes[-1].retry_in is None
+    ((code, error),) = attempt_log(delivery)
+    assert code is None
+    assert "secret is invalid" in error
+    assert receiver.requests == []
+
+
 def test_5xx_is_retried_until_it_succeeds(delivery, receiver):
     receiver.script(500, 500, 200)
 
@@ -98,12 +163,13 @@ def test_5xx_is_retried_until_it_succeeds(delivery, receiver):
         "pending",
         "succeeded",
     ]
-    # The same event, byte for byte, each time; each attempt signed afresh.
+    # The same event, byte for byte, under the same webhook-id (the receiver's idempotency
+    # key) each time; each attempt stamped and signed afresh, and each verifies.
     assert len(receiver.requests) == 3
     assert len({request.body for request in receiver.requests}) == 1
-    assert {request.headers["Orderflow-Event-Id"] for request in receiver.requests} == {
-        delivery.event_id
-    }
+    assert {request.headers["webhook-id"] for request in receiver.requests} == {delivery.event_id}
+    for request in receiver.requests:
+        assert Webhook(delivery.endpoint.secret).verify(request.body, request.headers)
 
 
 def test_a_4xx_is_final_after_one_attempt(delivery, receiver):
@@ -249,6 +315,13 @@ def test_a_failed_delivery_replays_to_success(
     assert delivery.attempt_count == 1
     assert attempt_log(delivery) == [(400, ""), (200, "")]  # the first round stays logged
     assert len(receiver.requests) == 2
+    # A replay is the same event to the receiver: the same webhook-id, signed afresh.
+    assert [request.headers["webhook-id"] for request in receiver.requests] == [
+        delivery.event_id
+    ] * 2
+    assert Webhook(delivery.endpoint.secret).verify(
+        receiver.requests[1].body, receiver.requests[1].headers
+    )
 
 
 def test_only_a_failed_delivery_can_be_replayed(delivery, receiver):

@@ -1,10 +1,19 @@
 """/api/webhooks/ through DRF's APIClient: status codes, bodies, and the rows behind them."""
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
 import pytest
+from django.db import connection
 from rest_framework.test import APIClient
+from rest_framework.throttling import ScopedRateThrottle
 
 from notifications.models import WebhookDelivery, WebhookDeliveryStatus, WebhookEndpoint
-from notifications.services import notification_send
+from notifications.services import (
+    WebhookEndpointLimitReached,
+    notification_send,
+    webhook_endpoint_create,
+)
 from orders.services import order_outcome_notification_kwargs
 from tests.conftest import client_for
 from tests.notifications.conftest import deliver, failed, make_endpoint, place
@@ -221,7 +230,7 @@ def test_replay_a_failed_delivery(
     deliver(failed_delivery)
     failed_delivery.refresh_from_db()
     assert failed_delivery.status == WebhookDeliveryStatus.SUCCEEDED
-    assert [request.headers["Orderflow-Event-Id"] for request in receiver.requests] == [
+    assert [request.headers["webhook-id"] for request in receiver.requests] == [
         failed_delivery.event_id
     ] * 3
 
@@ -241,3 +250,111 @@ def test_replay_of_another_users_delivery_is_404(failed_delivery, other_customer
     assert response.status_code == 404
     failed_delivery.refresh_from_db()
     assert failed_delivery.status == WebhookDeliveryStatus.FAILED
+
+
+# --- caps and throttles -------------------------------------------------------------------------
+
+
+def test_endpoints_beyond_the_cap_are_400_in_drfs_shape(
+    api, customer, other_customer, receiver, webhook_settings
+):
+    webhook_settings.WEBHOOK_MAX_ENDPOINTS_PER_USER = 3
+    body = {"url": receiver.url, "events": ["*"]}
+
+    codes = [create(api, body).status_code for _ in range(4)]
+
+    assert codes == [201, 201, 201, 400]
+    refused = create(api, body)
+    assert refused.status_code == 400
+    assert refused.json() == {
+        "non_field_errors": ["You have 3 webhook endpoints, the most allowed; delete one first."]
+    }
+    assert WebhookEndpoint.objects.filter(user=customer).count() == 3
+    # Per user; and a deleted endpoint frees its place.
+    assert create(client_for(other_customer), body).status_code == 201
+    oldest = WebhookEndpoint.objects.filter(user=customer).last()
+    assert api.delete(f"{WEBHOOKS_URL}{oldest.pk}/").status_code == 204
+    assert create(api, body).status_code == 201
+    assert WebhookEndpoint.objects.filter(user=customer).count() == 3
+
+
+def test_inactive_endpoints_count_towards_the_cap(api, customer, receiver, webhook_settings):
+    # Staff can switch an endpoint back on: it must not then exceed the cap.
+    webhook_settings.WEBHOOK_MAX_ENDPOINTS_PER_USER = 1
+    make_endpoint(customer, receiver.url, is_active=False)
+
+    response = create(api, {"url": receiver.url, "events": ["*"]})
+
+    assert response.status_code == 400
+    assert list(response.json()) == ["non_field_errors"]
+
+
+def test_a_bad_body_at_the_cap_still_gets_its_field_errors(
+    api, customer, receiver, webhook_settings
+):
+    webhook_settings.WEBHOOK_MAX_ENDPOINTS_PER_USER = 0
+
+    response = create(api, {"url": receiver.url, "events": ["order.nonsense"]})
+
+    assert response.status_code == 400
+    assert list(response.json()) == ["events"]
+
+
+@pytest.fixture
+def tight_webhook_throttles(monkeypatch, throttle_counters):
+    # Day-long windows: the requests of one test never straddle two windows.
+    monkeypatch.setitem(ScopedRateThrottle.THROTTLE_RATES, "webhook_create", "2/day")
+    monkeypatch.setitem(ScopedRateThrottle.THROTTLE_RATES, "webhook_replay", "2/day")
+
+
+def test_registration_is_throttled_per_user(
+    api, tight_webhook_throttles, other_customer, receiver, webhook_settings
+):
+    body = {"url": receiver.url, "events": ["*"]}
+
+    codes = [create(api, body).status_code for _ in range(3)]
+
+    assert codes == [201, 201, 429]
+    throttled = create(api, body)
+    assert throttled.status_code == 429
+    assert int(throttled["Retry-After"]) > 0
+    assert "detail" in throttled.json()
+    assert WebhookEndpoint.objects.count() == 2
+    # Listing and deleting are not throttled; another user is not slowed down.
+    assert api.get(WEBHOOKS_URL).status_code == 200
+    assert api.delete(f"{WEBHOOKS_URL}{WebhookEndpoint.objects.first().pk}/").status_code == 204
+    assert create(client_for(other_customer), body).status_code == 201
+
+
+def test_replay_is_throttled_per_user(api, tight_webhook_throttles, failed_delivery):
+    url = f"{DELIVERIES_URL}{failed_delivery.pk}/replay/"
+
+    codes = [api.post(url).status_code for _ in range(3)]
+
+    # The second replay finds the delivery pending (409) and still spends the budget.
+    assert codes == [202, 409, 429]
+    throttled = api.post(url)
+    assert int(throttled["Retry-After"]) > 0
+    assert api.get(DELIVERIES_URL).status_code == 200
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_registrations_do_not_overrun_the_cap(customer, receiver, webhook_settings):
+    webhook_settings.WEBHOOK_MAX_ENDPOINTS_PER_USER = 3
+    start = threading.Barrier(8)
+
+    def register() -> str:
+        try:
+            start.wait(timeout=10)
+            webhook_endpoint_create(user=customer, url=receiver.url, events=["*"])
+            return "created"
+        except WebhookEndpointLimitReached:
+            return "refused"
+        finally:
+            connection.close()  # this thread's own connection
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        outcomes = sorted(pool.map(lambda _: register(), range(8)))
+
+    assert outcomes == ["created"] * 3 + ["refused"] * 5
+    assert WebhookEndpoint.objects.filter(user=customer).count() == 3

@@ -9,6 +9,7 @@ from orders.models import DeadLetter, Order, OrderStatus, Payment, Product
 from orders.services import order_create, replay_order
 from orders.tasks import authorize_payment, confirm_order, verify_cart
 from tests.conftest import wait_for
+from tests.invariants import assert_settled
 
 pytestmark = [pytest.mark.pipeline, pytest.mark.django_db(transaction=True)]
 
@@ -39,6 +40,15 @@ def settled(order: Order, timeout: float = 40.0) -> Order:
     return order
 
 
+@pytest.fixture(autouse=True)
+def _every_order_ends_settled(sandbox):
+    """SPEC §2 for every order a test here ends."""
+    yield
+    for order in Order.objects.all():
+        if order.is_terminal:
+            assert_settled(order, sandbox)
+
+
 def event_names(order: Order) -> list[str]:
     return list(order.events.values_list("name", flat=True))
 
@@ -65,7 +75,9 @@ def test_declined_token_ends_declined_with_no_charge(celery_worker, sandbox, cat
     order = settled(place(customer, token="tok_declined"))
 
     assert order.status == OrderStatus.PAYMENT_DECLINED
-    assert not Payment.objects.filter(order=order).exists()
+    assert list(Payment.objects.filter(order=order).values_list("status", flat=True)) == [
+        "declined"
+    ]
     stats = sandbox.stats()
     assert (stats["payments"], stats["captures"], stats["refunds"]) == (0, 0, 0)
     assert Product.objects.get(sku="BOOK-1").stock == 100

@@ -53,14 +53,12 @@ redis_broker_only = pytest.mark.skipif(
     not django_settings.CELERY_BROKER_URL.startswith("redis"), reason="inspects Redis broker keys"
 )
 
-# Short enough for a test, in the production ratios: a task's countdown stays below V / 2, the
-# sweeper runs from beat every 15 s (CELERY_BEAT_SCHEDULE).
-VISIBILITY_TIMEOUT = 10
-STUCK_ORDER_SECONDS = 5
-BEAT_SWEEP_EVERY = django_settings.CELERY_BEAT_SCHEDULE["sweep-stuck-orders"]["schedule"]
+# Recovery runs on the production defaults (visibility timeout, leases, heartbeat, beat's
+# recovery sweep): lost work is found by its lease, not by the broker's visibility timeout.
+VISIBILITY_TIMEOUT = django_settings.CELERY_BROKER_TRANSPORT_OPTIONS["visibility_timeout"]
+LEASE_SECONDS = django_settings.ORDER_LEASE_SECONDS
+BEAT_SWEEP_EVERY = django_settings.CELERY_BEAT_SCHEDULE["recover-orders"]["schedule"]
 FAST_STACK = {
-    "CELERY_VISIBILITY_TIMEOUT": str(VISIBILITY_TIMEOUT),
-    "STUCK_ORDER_SECONDS": str(STUCK_ORDER_SECONDS),
     "PAYMENT_PROVIDER_RATE_LIMIT": "50/s",  # matches the `provider` fixture's sandbox
 }
 OK_LINES = [{"sku": "BOOK-1", "quantity": 1}, {"sku": "MUG-1", "quantity": 1}]
@@ -190,41 +188,40 @@ def test_sigkill_of_a_whole_worker_mid_pipeline_loses_nothing_and_charges_nobody
     broker = django_settings.CELERY_BROKER_URL
     stock_before = initial_stock_of(catalog)
     # Beat is its own process in production: it keeps sending the sweep while a worker dies.
-    with beat_process(broker_url=broker, log_path=tmp_path / "beat.log", extra_env=FAST_STACK):
-        with worker_process(
+    # A second worker is already running, as in any deployment of more than one worker: the
+    # recovery time is the system's, not a cold start's.
+    with (
+        beat_process(broker_url=broker, log_path=tmp_path / "beat.log", extra_env=FAST_STACK),
+        worker_process(
             broker_url=broker,
             provider_url=provider.url,
             log_path=tmp_path / "doomed.log",
             concurrency=4,
             name="doomed",
             extra_env=FAST_STACK,
-        ) as doomed:
-            orders = place_mix(customer, ok=20, declined=3, over_stock=3)
-            # Kill once money has moved but most of the work is still under way.
-            wait_for(lambda: provider.stats()["captures"] >= 3, timeout=60)
-            doomed.kill_tree()
-            killed_at = time.monotonic()
+        ) as doomed,
+        worker_process(
+            broker_url=broker,
+            provider_url=provider.url,
+            log_path=tmp_path / "survivor.log",
+            concurrency=2,
+            name="survivor",
+            extra_env=FAST_STACK,
+        ),
+    ):
+        orders = place_mix(customer, ok=20, declined=3, over_stock=3)
+        # Kill once money has moved but most of the work is still under way.
+        wait_for(lambda: provider.stats()["captures"] >= 3, timeout=60)
+        doomed.kill_tree()
+        killed_at = time.monotonic()
         at_kill = statuses(orders)
         stranded = unacked_messages()
         provider_at_kill = provider.stats()
         print(f"\nat SIGKILL: {dict(at_kill)}; unacknowledged messages: {stranded}")
         assert unfinished(orders) >= 5, f"the kill came too late to prove anything: {at_kill}"
-        assert stranded >= 1, "the killed worker held no message: nothing for Redis to restore"
-
-        with worker_process(
-            broker_url=broker,
-            provider_url=provider.url,
-            log_path=tmp_path / "successor.log",
-            concurrency=4,
-            name="successor",
-            extra_env=FAST_STACK,
-        ):
-            wait_for(
-                lambda: all_terminal(orders),
-                timeout=VISIBILITY_TIMEOUT + BEAT_SWEEP_EVERY + 45,
-                interval=0.1,
-            )
-            recovery = time.monotonic() - killed_at
+        assert stranded >= 1, "the killed worker held no message: nothing to recover"
+        wait_for(lambda: all_terminal(orders), timeout=60, interval=0.1)
+        recovery = time.monotonic() - killed_at
 
     redispatched = (
         Order.objects.filter(pk__in=[o.pk for o in orders], events__name="redispatched")
@@ -233,8 +230,8 @@ def test_sigkill_of_a_whole_worker_mid_pipeline_loses_nothing_and_charges_nobody
     )
     print(
         f"time to recovery (SIGKILL -> all {len(orders)} orders terminal): {recovery:.1f} s "
-        f"(visibility timeout {VISIBILITY_TIMEOUT} s, STUCK_ORDER_SECONDS {STUCK_ORDER_SECONDS}, "
-        f"beat sweep every {BEAT_SWEEP_EVERY:g} s); orders re-dispatched by the sweeper: "
+        f"(visibility timeout {VISIBILITY_TIMEOUT} s, lease {LEASE_SECONDS:g} s, "
+        f"beat recovery sweep every {BEAT_SWEEP_EVERY:g} s); orders re-dispatched: "
         f"{redispatched}; final: {dict(statuses(orders))}; provider at kill: "
         f"{ {k: provider_at_kill[k] for k in ('payments', 'captures', 'refunds')} }, "
         f"after: { {k: provider.stats()[k] for k in ('payments', 'captures', 'refunds')} }"
@@ -244,7 +241,10 @@ def test_sigkill_of_a_whole_worker_mid_pipeline_loses_nothing_and_charges_nobody
     assert final[OrderStatus.PAYMENT_DECLINED] == 3
     assert final[OrderStatus.CART_REJECTED] == 3
     assert final[OrderStatus.CONFIRMED] == 20
-    assert recovery <= VISIBILITY_TIMEOUT + 15, f"recovery took {recovery:.1f} s"
+    # Issue 10's target is 15 s from the SIGKILL (it was 124 s: the visibility timeout plus a
+    # sweep); found in a lease period, the rest is the survivor doing the work. The bound here
+    # leaves room for a loaded machine and still proves the visibility timeout is not waited.
+    assert recovery <= min(30, VISIBILITY_TIMEOUT / 2), f"recovery took {recovery:.1f} s"
 
 
 # --- 2. Broker outage ---------------------------------------------------------------------------
@@ -411,7 +411,7 @@ def test_broker_outage_mid_pipeline_loses_nothing_and_charges_nobody_twice(
                     restarts.append(worker.log_path.name)
                     worker = start_worker(len(restarts))
                 beat_tick(url, "orders.relay_outbox")
-                beat_tick(url, "orders.sweep_stuck_orders")
+                beat_tick(url, "orders.recover_orders")
                 return all_terminal(orders)
 
             wait_for(finished, timeout=60, interval=1.0)
@@ -446,7 +446,7 @@ def test_a_lost_message_is_redispatched_by_the_sweeper_and_charged_once(
     broker_redis, provider, catalog, customer, tmp_path, stop, stranded_at, sweeper_resumes_from
 ):
     broker = django_settings.CELERY_BROKER_URL
-    stack = {**FAST_STACK, "STUCK_ORDER_SECONDS": "2"}
+    stack = FAST_STACK
     with worker_process(
         broker_url=broker,
         provider_url=provider.url,
@@ -473,12 +473,12 @@ def test_a_lost_message_is_redispatched_by_the_sweeper_and_charged_once(
         name="second",
         extra_env=stack,
     ):
-        time.sleep(3)  # longer than STUCK_ORDER_SECONDS: nothing moves the order on by itself
+        time.sleep(3)  # no recovery sweep runs: nothing moves the order on by itself
         order.refresh_from_db()
         assert order.status == stranded_at
 
         def swept_and_confirmed() -> bool:
-            celery_app.send_task("orders.sweep_stuck_orders")  # what beat does every 15 s
+            celery_app.send_task("orders.recover_orders")  # what beat does every 2 s
             order.refresh_from_db()
             return order.status == OrderStatus.CONFIRMED
 
@@ -486,7 +486,7 @@ def test_a_lost_message_is_redispatched_by_the_sweeper_and_charged_once(
 
     redispatches = order.events.filter(name="redispatched")
     assert redispatches.exists()
-    assert redispatches.first().detail == {"step": sweeper_resumes_from}
+    assert redispatches.first().detail["step"] == sweeper_resumes_from
     assert provider.payments() == [
         {
             "id": order.payment.provider_payment_id,
@@ -658,8 +658,7 @@ def test_each_step_delivered_twice_at_once_takes_effect_once(
         # docker stop, Kubernetes: only PID 1 gets SIGTERM; a true warm shutdown, no sweeper.
         pytest.param("main-process", id="sigterm-main-process"),
         # systemd's default KillMode and honcho (`make run`) signal the whole group: the pool
-        # children die mid-task. A chord member can "succeed before the worker was lost" without
-        # firing the chord's callback, so such an order waits for the sweeper (beat, 15 s).
+        # children die mid-task; their orders' leases run out and recovery re-dispatches them.
         pytest.param("process-group", id="sigterm-process-group"),
     ],
 )
@@ -704,7 +703,7 @@ def test_warm_shutdown_mid_pipeline_then_a_new_worker_finishes_everything(
 
         def finished() -> bool:
             if signalled == "process-group":
-                beat_tick(broker, "orders.sweep_stuck_orders")
+                beat_tick(broker, "orders.recover_orders")
             return all_terminal(orders)
 
         wait_for(finished, timeout=60, interval=1.0)

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 import requests
+from django.core.management import CommandError, call_command
 
 from orders.provider.sandbox import SandboxProvider
 
@@ -264,6 +265,36 @@ def test_get_payment_and_not_found(client: Client) -> None:
     assert client.get("/v1/payments").status_code == 405
 
 
+def test_get_payment_reports_status_and_amounts_through_capture_and_refund(
+    client: Client,
+) -> None:
+    payment_id = client.pay(amount="30").json()["id"]
+
+    def read() -> tuple[str, bool, str, str, str]:
+        body = client.get(f"/v1/payments/{payment_id}").json()
+        return (
+            body["status"],
+            body["captured"],
+            body["amount"],
+            body["amount_captured"],
+            body["amount_refunded"],
+        )
+
+    assert read() == ("authorized", False, "30.00", "0.00", "0.00")
+    client.post(f"/v1/payments/{payment_id}/capture")
+    assert read() == ("captured", True, "30.00", "30.00", "0.00")
+    client.post(f"/v1/payments/{payment_id}/refund")
+    assert read() == ("refunded", True, "30.00", "30.00", "30.00")
+    voided = client.pay().json()["id"]
+    client.post(f"/v1/payments/{voided}/refund")
+    body = client.get(f"/v1/payments/{voided}").json()
+    assert (body["status"], body["amount_captured"], body["amount_refunded"]) == (
+        "refunded",
+        "0.00",
+        "0.00",
+    )
+
+
 # --- auth and validation --------------------------------------------------------------------------
 
 
@@ -412,6 +443,8 @@ def test_stats_are_exact(client: Client, provider: SandboxProvider) -> None:
         "declined": 1,
         "unavailable_503": 0,
         "idempotent_replays": 2,
+        "outage_refused": 0,
+        "answers_dropped": 0,
         "per_key": {API_KEY: {"requests": 8, "rejected_429": 0}},
     }
     assert client.stats() == expected
@@ -535,3 +568,149 @@ def test_quiet_by_default_and_one_line_per_request_when_verbose(
     lines = capsys.readouterr().err.splitlines()
     assert len(lines) == 2
     assert '"POST /v1/payments HTTP/1.1" 201' in lines[0]
+
+
+# --- faults: outage and lost answers ----------------------------------------------------------
+
+
+def test_outage_drops_connections_without_effect_until_switched_off(
+    client: Client, provider: SandboxProvider
+) -> None:
+    payment_id = client.pay().json()["id"]
+    provider.set_outage(True)
+    with pytest.raises(requests.ConnectionError):
+        client.pay(key="during-outage")
+    with pytest.raises(requests.ConnectionError):
+        client.get(f"/v1/payments/{payment_id}")
+    stats = client.stats()  # the operator endpoints keep answering
+    assert (stats["requests"], stats["payments"], stats["outage_refused"]) == (1, 1, 2)
+    assert client.get("/v1/sandbox/faults").json()["outage"] is True
+
+    provider.set_outage(False)
+    assert client.pay(key="during-outage").status_code == 201  # nothing was stored under the key
+    assert client.stats()["payments"] == 2
+
+
+def test_outage_in_503_mode_answers_unavailable(client: Client, provider: SandboxProvider) -> None:
+    provider.set_outage(True, mode="503")
+    response = client.pay(key="k")
+    assert (response.status_code, response.json()["error"]["code"]) == (503, "unavailable")
+    assert client.stats()["payments"] == 0
+    with pytest.raises(ValueError, match="mode"):
+        provider.set_outage(True, mode="hang")
+
+
+def test_lost_answer_after_effect_captures_but_drops_the_connection(
+    client: Client, provider: SandboxProvider
+) -> None:
+    first, second = client.pay().json()["id"], client.pay().json()["id"]
+    provider.drop_answers_after_effect(path_regex=r"/capture$", count=1)
+
+    with pytest.raises(requests.ConnectionError):
+        client.post(f"/v1/payments/{first}/capture", key="capture-1")
+    # The effect happened: the provider captured, and a retry under the key replays the answer.
+    assert client.get(f"/v1/payments/{first}").json()["status"] == "captured"
+    stats = client.stats()
+    assert (stats["captures"], stats["answers_dropped"]) == (1, 1)
+    retry = client.post(f"/v1/payments/{first}/capture", key="capture-1")
+    assert (retry.status_code, retry.headers.get("Idempotent-Replayed")) == (200, "true")
+    # count=1: the next capture is answered, and calls not matching the path never were dropped.
+    assert client.post(f"/v1/payments/{second}/capture").status_code == 200
+    assert client.stats()["captures"] == 2
+    assert provider.faults()["drop_after_effect"] == []
+
+
+def test_lost_answers_are_used_up_only_by_requests_that_took_effect(
+    client: Client, provider: SandboxProvider
+) -> None:
+    provider.drop_answers_after_effect(path_regex="capture", count=2, method="post")
+    assert client.post("/v1/payments/pay_missing/capture").status_code == 404
+    payment_id = client.pay().json()["id"]
+    for _ in range(2):
+        with pytest.raises(requests.ConnectionError):
+            client.post(f"/v1/payments/{payment_id}/capture", key="same")
+    assert client.post(f"/v1/payments/{payment_id}/capture", key="same").status_code == 200
+    assert client.stats()["answers_dropped"] == 2
+    with pytest.raises(ValueError, match="count"):
+        provider.drop_answers_after_effect(path_regex="capture", count=0)
+
+
+def test_faults_control_endpoint_switches_without_auth(
+    client: Client, provider: SandboxProvider
+) -> None:
+    faults_url = client.base_url + "/v1/sandbox/faults"
+    state = requests.post(faults_url, json={"outage": True, "mode": "503"}, timeout=10).json()
+    assert state == {"outage": True, "mode": "503", "drop_after_effect": []}
+    assert client.pay().status_code == 503
+    state = requests.post(
+        faults_url,
+        json={"outage": False, "drop_after_effect": {"path": "/refund$", "count": 3}},
+        timeout=10,
+    ).json()
+    assert state == {
+        "outage": False,
+        "mode": None,
+        "drop_after_effect": [{"path": "/refund$", "count": 3, "method": None}],
+    }
+    assert client.pay().status_code == 201
+    assert requests.get(faults_url, timeout=10).json() == provider.faults() == state
+    cleared = requests.post(faults_url, json={"clear": True}, timeout=10).json()
+    assert cleared == {"outage": False, "mode": None, "drop_after_effect": []}
+    stats = client.stats()  # control calls are not provider requests; outage calls never arrived
+    assert (stats["requests"], stats["outage_refused"]) == (1, 1)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        [],
+        {"outage": "yes"},
+        {"outage": True, "mode": "hang"},
+        {"drop_after_effect": {"count": 1}},
+        {"drop_after_effect": {"path": "(", "count": 1}},
+        {"drop_after_effect": {"path": "capture", "count": 0}},
+        {"drop_after_effect": {"path": "capture", "count": True}},
+        {"surprise": 1},
+    ],
+)
+def test_faults_control_endpoint_rejects_bad_bodies_and_changes_nothing(
+    client: Client, provider: SandboxProvider, body: Any
+) -> None:
+    provider.set_outage(True, mode="503")
+    response = requests.post(client.base_url + "/v1/sandbox/faults", json=body, timeout=10)
+    assert (response.status_code, response.json()["error"]["code"]) == (400, "invalid_request")
+    assert provider.faults() == {"outage": True, "mode": "503", "drop_after_effect": []}
+
+
+def test_reset_clears_the_faults(client: Client, provider: SandboxProvider) -> None:
+    provider.set_outage(True)
+    provider.drop_answers_after_effect(path_regex="capture")
+    provider.reset()
+    assert provider.faults() == {"outage": False, "mode": None, "drop_after_effect": []}
+    assert client.pay().status_code == 201
+
+
+def test_sandbox_faults_command_switches_a_running_sandbox(
+    client: Client, provider: SandboxProvider, capsys: pytest.CaptureFixture[str]
+) -> None:
+    call_command("sandbox_faults", "--url", provider.url, "outage", "on")
+    with pytest.raises(requests.ConnectionError):
+        client.pay()
+    call_command("sandbox_faults", "--url", provider.url, "outage", "off")
+    payment_id = client.pay().json()["id"]
+    call_command("sandbox_faults", "--url", provider.url, "drop-after-effect", "--path", "capture")
+    with pytest.raises(requests.ConnectionError):
+        client.post(f"/v1/payments/{payment_id}/capture")
+    assert client.stats()["captures"] == 1
+    call_command("sandbox_faults", "--url", provider.url, "status")
+    lines = capsys.readouterr().out.splitlines()
+    assert '"outage": true' in lines[0]
+    assert lines[-1] == '{"drop_after_effect": [], "mode": null, "outage": false}'
+
+
+def test_sandbox_faults_command_reports_an_unreachable_sandbox_in_one_line() -> None:
+    with SandboxProvider() as stopped:
+        url = stopped.url
+    with pytest.raises(CommandError, match="did not answer") as error:
+        call_command("sandbox_faults", "--url", url, "clear")
+    assert "\n" not in str(error.value)

@@ -77,10 +77,10 @@ def authorized(user, **kwargs) -> Order:
 
 
 def check_lines(order: Order) -> list[bool | None]:
-    return [
+    """Run every line's check (the last one joins the cart); the lines' verdicts."""
+    for line_id in order.lines.values_list("pk", flat=True):
         cart_line_check(order_id=str(order.pk), line_id=line_id)
-        for line_id in order.lines.values_list("pk", flat=True)
-    ]
+    return list(order.lines.values_list("check_ok", flat=True))
 
 
 def verified(user, **kwargs) -> Order:
@@ -305,7 +305,7 @@ def test_authorize_ok_records_one_payment_and_a_second_run_changes_nothing(
     assert order.events.count() == events_before
 
 
-def test_authorize_declined_ends_declined_without_a_payment(sandbox, catalog, customer):
+def test_authorize_declined_ends_declined_with_a_declined_payment(sandbox, catalog, customer):
     order = place(customer, card="tok_declined")
 
     order = payment_authorize(order_id=str(order.pk))
@@ -313,7 +313,8 @@ def test_authorize_declined_ends_declined_without_a_payment(sandbox, catalog, cu
     order.refresh_from_db()
     assert order.status == OrderStatus.PAYMENT_DECLINED
     assert "card_declined" in order.failure_reason
-    assert not Payment.objects.filter(order=order).exists()
+    payment = Payment.objects.get(order=order)
+    assert (payment.status, payment.provider_payment_id) == (PaymentStatus.DECLINED, None)
     assert provider_counts(sandbox) == (0, 0, 0)
     assert sandbox.stats()["declined"] == 1
     assert order.events.filter(name="payment_declined").count() == 1
@@ -354,11 +355,13 @@ def test_authorize_flaky_is_transient_twice_then_authorizes_once(sandbox, catalo
 # --- cart_line_check + cart_verify --------------------------------------------------------------
 
 
-def test_cart_all_lines_ok_is_verified(sandbox, catalog, customer):
+def test_cart_all_lines_ok_is_verified_by_the_last_check(sandbox, catalog, customer):
     order = authorized(customer)
 
     assert check_lines(order) == [True, True]
-    order = cart_verify(order_id=str(order.pk))
+    order.refresh_from_db()
+    assert order.status == OrderStatus.CART_VERIFIED
+    order = cart_verify(order_id=str(order.pk))  # the join already happened: nothing more
 
     assert order.status == OrderStatus.CART_VERIFIED
     assert order.failure_reason == ""
@@ -428,7 +431,23 @@ def test_cart_line_check_outside_the_cart_step_is_moot(catalog, customer):
     order = place(customer)  # still accepted: the payment was never authorized
 
     assert check_lines(order) == [None, None]
-    assert list(order.lines.values_list("check_ok", flat=True)) == [None, None]
+    order.refresh_from_db()
+    assert order.status == OrderStatus.ACCEPTED
+
+
+def test_a_line_check_delivered_twice_joins_once(sandbox, catalog, customer):
+    """The join is the order's row: a repeated check neither stalls nor verifies twice."""
+    order = authorized(customer)
+    first, second = order.lines.values_list("pk", flat=True)
+
+    assert cart_line_check(order_id=str(order.pk), line_id=first) is False
+    assert cart_line_check(order_id=str(order.pk), line_id=first) is False  # the duplicate
+    assert cart_line_check(order_id=str(order.pk), line_id=second) is True  # completes the cart
+    assert cart_line_check(order_id=str(order.pk), line_id=second) is False  # too late: moot
+
+    order.refresh_from_db()
+    assert order.status == OrderStatus.CART_VERIFIED
+    assert order.events.filter(name="cart_verified").count() == 1
 
 
 # --- order_confirm ------------------------------------------------------------------------------
@@ -501,8 +520,10 @@ def test_order_fail_dead_letters_the_step_and_fails_the_order_once(catalog, cust
     assert order.status == OrderStatus.FAILED
     assert order.failed_step == "authorize_payment"
     assert order.failed_from_status == OrderStatus.ACCEPTED
-    assert "authorize_payment failed after 6 attempt(s)" in order.failure_reason
+    assert order.failure_reason == "We could not complete this order. Nothing was charged."
     dead_letter = DeadLetter.objects.get(order=order)
+    assert dead_letter.exception == "TransientError: provider unreachable"
+    assert dead_letter.reason == "out_of_retries"
     assert dead_letter.correlation_id == "corr-fail"
     assert dead_letter.task_name == "orders.authorize_payment"
     assert dead_letter.step == "authorize_payment"
@@ -522,8 +543,58 @@ def test_order_fail_dead_letters_the_step_and_fails_the_order_once(catalog, cust
     assert order.events.filter(name="failed").count() == 1
 
 
+def test_order_fail_with_an_authorization_settles_before_it_is_failed(sandbox, catalog, customer):
+    """SPEC §2: money held means `settling` first; settlement asks the provider and voids."""
+    from orders.services import order_settle
+    from tests.invariants import assert_settled
+
+    order = authorized(customer)
+    failing = order_failed(order, step="check_cart")
+
+    assert failing.status == OrderStatus.SETTLING
+    assert OutboxMessage.objects.filter(task_name="orders.settle_order").count() == 1
+    assert not OutboxMessage.objects.filter(task_name="notifications.notify").exists()
+    wait_for_provider_budget()
+    settled = order_settle(order_id=str(order.pk))
+
+    assert settled.status == OrderStatus.FAILED
+    assert Payment.objects.get(order=order).status == PaymentStatus.REFUNDED
+    assert provider_counts(sandbox) == (1, 0, 1)
+    assert settled.events.get(name="settled").detail["refunded"] is True
+    assert_settled(settled, sandbox)
+
+
+def test_settlement_finds_a_capture_whose_answer_was_lost_and_confirms(sandbox, catalog, customer):
+    """The capture happened at the provider, our rows never heard: the order did go through."""
+    from orders.provider import get_provider
+    from orders.services import order_settle
+    from orders.services.confirmation import _reserve_stock
+    from orders.services.payments import idempotency_key_for
+    from tests.invariants import assert_settled
+
+    order = verified(customer)
+    _reserve_stock(order, 1)  # confirm_order's first phase; its capture is done by hand below
+    order.refresh_from_db()
+    assert order.status == OrderStatus.STOCK_RESERVED
+    wait_for_provider_budget()
+    get_provider().capture(
+        payment_id=order.payment.provider_payment_id,
+        idempotency_key=idempotency_key_for(order, "capture"),
+    )  # the provider acted; our confirm_order "lost the answer" and then ran out of retries
+    order_failed(order, step="confirm_order")
+    wait_for_provider_budget()
+
+    settled = order_settle(order_id=str(order.pk))
+
+    assert settled.status == OrderStatus.CONFIRMED
+    assert Payment.objects.get(order=order).status == PaymentStatus.CAPTURED
+    assert provider_counts(sandbox) == (1, 1, 0)
+    assert stock("BOOK-1") == 98
+    assert_settled(settled, sandbox)
+
+
 def test_a_step_interrupted_by_the_broker_is_not_a_failure(catalog, customer):
-    """The broker refused a step's next link: the order keeps its status for the sweeper."""
+    """The broker refused a step's next link: the order keeps its status for recovery."""
     from orders.tasks import authorize_payment
 
     order = place(customer)
@@ -543,60 +614,46 @@ def test_a_step_interrupted_by_the_broker_is_not_a_failure(catalog, customer):
     assert "Connection refused" in interrupted.detail["error"]
 
 
-def test_an_outcome_notification_lost_with_its_message_is_sent_again(catalog, customer):
-    from notifications.models import Notification
-    from orders.notifications import order_outcome_dedupe_key
-    from orders.services import order_outcome_notification_sweep
-
-    ended_before = timedelta(seconds=120)
-    lost, notified, long_ago, recent = (place(customer) for _ in range(4))
-    Order.objects.update(status=OrderStatus.CONFIRMED)
-    Order.objects.filter(pk__in=[lost.pk, notified.pk]).update(
-        updated_at=timezone.now() - timedelta(seconds=150)
-    )
-    Order.objects.filter(pk=long_ago.pk).update(updated_at=timezone.now() - timedelta(hours=2))
-    notified.refresh_from_db()
-    Notification.objects.create(
-        user=customer,
-        kind="order.confirmed",
-        title="t",
-        dedupe_key=order_outcome_dedupe_key(notified),
-    )
-    OutboxMessage.objects.all().delete()
-
-    assert order_outcome_notification_sweep(ended_before=ended_before) == [str(lost.pk)]
-
-    [message] = OutboxMessage.objects.all()
-    assert message.task_name == "notifications.notify"
-    assert message.kwargs["context"] == {"order_id": str(lost.pk), "round": 0}
-    assert lost.events.filter(name="notification_resent").count() == 1
-    assert not recent.events.filter(name="notification_resent").exists()
-
-
 def test_order_fail_for_an_unknown_order_is_none(db):
     assert order_failed(Order(pk="00000000-0000-0000-0000-000000000000")) is None
     assert not DeadLetter.objects.exists()
 
 
-def test_replay_restores_the_failed_step_and_enqueues_the_pipeline(
+def test_replay_after_settlement_starts_afresh_with_new_provider_keys(
     sandbox, catalog, customer, staff
 ):
+    from orders.services import order_settle
+    from orders.services.payments import idempotency_key_for
+
     order = authorized(customer)
+    refunded_payment = order.payment.provider_payment_id
     order_failed(order, step="check_cart")
+    wait_for_provider_budget()
+    order_settle(order_id=str(order.pk))
 
-    replayed = replay_order(order_id=str(order.pk), actor=staff)
+    replayed = replay_order(str(order.pk), actor=staff)  # positional, as in the shell
 
-    assert replayed.status == OrderStatus.PAYMENT_AUTHORIZED
+    assert replayed.status == OrderStatus.ACCEPTED
     order.refresh_from_db()
-    assert order.status == OrderStatus.PAYMENT_AUTHORIZED
     assert order.replays == 1
     assert (order.failure_reason, order.failed_step, order.failed_from_status) == ("", "", "")
+    assert not Payment.objects.filter(order=order).exists()  # the refunded one is history
     event = order.events.get(name="replayed")
-    assert event.detail == {"from_step": "check_cart", "by": "staff"}
+    assert event.detail == {
+        "from_step": "authorize_payment",
+        "by": "staff",
+        "payment": refunded_payment,
+        "was": "refunded",
+    }
     assert event.correlation_id == order.correlation_id
+    assert idempotency_key_for(order, "authorize") == f"order-{order.pk}-r1-authorize"
     assert DeadLetter.objects.get(order=order).replayed_at is not None
     message = OutboxMessage.objects.filter(task_name=START_PIPELINE).latest("id")
-    assert message.kwargs == {"order_id": str(order.pk), "from_step": "check_cart"}
+    assert message.kwargs == {
+        "order_id": str(order.pk),
+        "run": order.run,
+        "from_step": "authorize_payment",
+    }
     assert message.correlation_id == order.correlation_id
     assert message.published_at is None  # sent after commit, which `db` never reaches
 
