@@ -132,7 +132,7 @@ def run_config(
             disable_task_rate_limits(len(workers))
         sandbox.reset()
         print(f"[{config.name}] batch of {batch_size}, a single order every {every:g} s")
-        batch = batch_create(user=bob, orders=[_body() for _ in range(batch_size)])
+        batch, _ = batch_create(user=bob, orders=[_body() for _ in range(batch_size)])
         batch_orders = Order.objects.filter(batch=batch)
         batch_terminal = batch_orders.filter(status__in=TERMINAL_STATUSES)
         single_ids: list[str] = []

@@ -69,9 +69,10 @@ an addition that halves every five minutes.
 Keys (all under ``<namespace>:<sha256(api key)[:16]>``, so the API key never reaches Redis):
 the slot log (a list, the key itself), and with the fair algorithm ``:customers`` (sorted set),
 ``:vt``, ``:weights``, ``:tickets`` (hash), ``:lane:<single|batch>:<customer>`` (lists); with
-``adaptive`` ``:seq``, ``:extra`` (hash, one entry per slot in the log), ``:rtts``, ``:extras``,
-``:floor``; ``:hold`` after a 429; ``:grants`` (the last ``grant_log`` grants, for tests and
-operators). They are computed inside the scripts, so the limiter needs one Redis (not a cluster).
+``adaptive`` ``:seq``, ``:extra`` (hash, one entry per slot in the log), ``:fastest``,
+``:extras``, ``:floor``; ``:hold`` after a 429; ``:grants`` (the last ``grant_log`` grants, for
+tests and operators). They are computed inside the scripts, so the limiter needs one Redis (not
+a cluster).
 """
 
 from __future__ import annotations
@@ -386,12 +387,16 @@ _LUA_OBSERVE = (
     _LUA_COMMON
     + """
 local rtt, late, max_extra = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
-redis.call('LPUSH', P .. ':rtts', rtt)
-redis.call('LTRIM', P .. ':rtts', 0, 63)
+local now = redis_now()
+-- The fastest round trip seen, rising by 1 ms a minute: a busy spell (every sample slowed by
+-- the caller's own CPU) must not raise it, which would understate every request's delay.
 local fastest = rtt
-for _, v in ipairs(redis.call('LRANGE', P .. ':rtts', 0, -1)) do
-  fastest = math.min(fastest, tonumber(v))
+local stored = redis.call('GET', P .. ':fastest')
+if stored then
+  local value, at = string.match(stored, '^(%d+) (%d+)$')
+  fastest = math.min(rtt, tonumber(value) + math.floor((now - tonumber(at)) / 60000))
 end
+redis.call('SET', P .. ':fastest', string.format('%d %d', fastest, now), 'PX', 3600000)
 local extra = math.min(math.max(late, 0) + rtt - fastest, max_extra)
 -- Only a slot still in the log can use it (the trim drops its entry with it).
 for _, raw in ipairs(redis.call('LRANGE', P, 0, -1)) do
@@ -402,7 +407,7 @@ for _, raw in ipairs(redis.call('LRANGE', P, 0, -1)) do
 end
 redis.call('LPUSH', P .. ':extras', extra)
 redis.call('LTRIM', P .. ':extras', 0, 31)
-for _, key in ipairs({P .. ':rtts', P .. ':extras', P .. ':extra'}) do touch(key) end
+for _, key in ipairs({P .. ':extras', P .. ':extra'}) do touch(key) end
 return {extra, fastest}
 """
 )
@@ -440,9 +445,8 @@ for _, raw in ipairs(redis.call('LRANGE', P, 0, -1)) do
   end
 end
 local fastest = -1
-for _, v in ipairs(redis.call('LRANGE', P .. ':rtts', 0, -1)) do
-  if fastest < 0 or tonumber(v) < fastest then fastest = tonumber(v) end
-end
+local stored = redis.call('GET', P .. ':fastest')
+if stored then fastest = tonumber(string.match(stored, '^(%d+)')) end
 local hold = tonumber(redis.call('GET', P .. ':hold') or '0')
 local result = {
   recent, next_slot(cfg, {}, now) - now, booked, math.max(hold - now, 0), floor_now(now),
@@ -505,7 +509,8 @@ class Reservation:
     grant: str = ""  # the slot's id in the log (adaptive extra), for observe()
     rank: int = 0  # fair: tickets ahead of this one
     poll: float | None = None  # fair: ask again after this many seconds (None: re-schedule)
-    # time.monotonic() at which the caller was due to send (local clock: not part of equality)
+    # time.monotonic() at which the caller was due to send, from before it asked: never later
+    # than the slot, so lateness is never understated (local clock: not part of equality)
     send_at: float = field(default=0.0, compare=False)
 
 
@@ -573,6 +578,7 @@ class SlidingWindowLimiter:
     ) -> Reservation:
         """Atomically book the next slot; refuse without booking if it is > max_wait away."""
         max_wait_us = -1 if max_wait is None else max(0, math.floor(max_wait * _MICRO))
+        asked_at = time.monotonic()
         granted, wait_us, slot_us, grant = self._reserve(
             keys=[self.redis_key],
             args=[*self._config, max_wait_us, customer, lane, self.grant_log],
@@ -583,7 +589,7 @@ class SlidingWindowLimiter:
             wait=wait,
             slot_time=int(slot_us) / _MICRO,
             grant=_text(grant),
-            send_at=time.monotonic() + wait,
+            send_at=asked_at + wait,
         )
 
     def acquire(self, max_wait: float | None = None) -> Reservation:
@@ -706,6 +712,7 @@ class FairLimiter(SlidingWindowLimiter):
             raise ValueError(f"lane must be one of {LANES}, not {lane!r}")
         if not (weight > 0 and math.isfinite(weight)):
             raise ValueError("weight must be a positive number")
+        asked_at = time.monotonic()
         action, wait_us, slot_us, grant, rank, poll_us = self._fair(
             keys=[self.redis_key],
             args=[
@@ -730,7 +737,7 @@ class FairLimiter(SlidingWindowLimiter):
             grant=_text(grant),
             rank=int(rank),
             poll=int(poll_us) / _MICRO if int(action) == 0 else None,
-            send_at=time.monotonic() + wait,
+            send_at=asked_at + wait,
         )
 
     def acquire_turn(
