@@ -164,7 +164,7 @@ def run_config(
     bounds = batch_orders.aggregate(first=Min("created_at"), last=Max("updated_at"))
     latencies = [
         (order.updated_at - order.created_at).total_seconds()
-        for order in singles.filter(status__in=TERMINAL_STATUSES)
+        for order in singles.filter(status__in=TERMINAL_STATUSES).order_by("created_at")
     ]
     return Result(
         config=config,
@@ -229,6 +229,10 @@ def print_table(results: list[Result], names: dict[str, str]) -> None:
         print(
             f"{result.config.name}: {scope}: {verdict}. batch {dict(result.batch_statuses)}, "
             f"singles {dict(result.single_statuses)}, load {result.load:.1f}"
+        )
+        print(
+            f"{result.config.name}: single orders' latencies in the order placed (s): "
+            + " ".join(f"{latency:.1f}" for latency in result.singles)
         )
         if set(result.grants) <= {"-"}:
             print(
