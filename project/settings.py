@@ -300,6 +300,17 @@ PAYMENT_PROVIDER_CLUSTER_RATE_LIMIT = env.bool("PAYMENT_PROVIDER_CLUSTER_RATE_LI
 PAYMENT_PROVIDER_RATE_MARGIN = env.float("PAYMENT_PROVIDER_RATE_MARGIN", default=0.04)
 # A provider call waits in place for a slot at most this long; further slots re-schedule the task.
 PAYMENT_PROVIDER_MAX_INLINE_WAIT = env.float("PAYMENT_PROVIDER_MAX_INLINE_WAIT", default=2.0)
+# Who gets the next slot: "fair" (an equal share per customer, singles before batches) or "fifo"
+# (first come, first served: the algorithm before fair share, kept as a benchmark baseline).
+PAYMENT_PROVIDER_LIMITER = env.str("PAYMENT_PROVIDER_LIMITER", default="fair")
+if PAYMENT_PROVIDER_LIMITER not in ("fair", "fifo"):
+    raise ImproperlyConfigured("PAYMENT_PROVIDER_LIMITER must be 'fair' or 'fifo'.")
+# Fair share weights, "customer=weight,..." (the customer is the user id; default weight 1).
+PAYMENT_PROVIDER_CUSTOMER_WEIGHTS = env.str("PAYMENT_PROVIDER_CUSTOMER_WEIGHTS", default="")
+# Fair: a slot is booked at most this far ahead (a newcomer waits about this plus one pair).
+PAYMENT_PROVIDER_FAIR_LOOKAHEAD = env.float("PAYMENT_PROVIDER_FAIR_LOOKAHEAD", default=0.4)
+# Learn each request's network delay and widen the window by it (the margin stays the minimum).
+PAYMENT_PROVIDER_RATE_ADAPTIVE = env.bool("PAYMENT_PROVIDER_RATE_ADAPTIVE", default=True)
 PIPELINE_MAX_RETRIES = env.int("PIPELINE_MAX_RETRIES", default=5)
 PIPELINE_RETRY_BACKOFF_BASE = env.float("PIPELINE_RETRY_BACKOFF_BASE", default=1.0)
 PIPELINE_RETRY_BACKOFF_MAX = env.int("PIPELINE_RETRY_BACKOFF_MAX", default=30)
