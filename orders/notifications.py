@@ -15,9 +15,10 @@ TITLES = {
 }
 
 
-def order_outcome_dedupe_key(order: Order) -> str:
-    """One outcome message per order, status and replay round."""
-    return f"order:{order.pk}:{order.status}:{order.replays}"
+def order_outcome_dedupe_key(order: Order, *, round_: int) -> str:
+    """One outcome message per order, status and replay round (the round the message was
+    written for, from its context: a late message of an earlier round stays that round's)."""
+    return f"order:{order.pk}:{order.status}:{round_}"
 
 
 def render_order_outcome(user_id: int, context: dict) -> Message | None:
@@ -37,7 +38,7 @@ def render_order_outcome(user_id: int, context: dict) -> Message | None:
         kind=f"order.{order.status}",
         title=str(TITLES[order.status]),
         body="\n".join(lines),
-        dedupe_key=f"order:{order.pk}:{order.status}:{context.get('round', 0)}",  # as above
+        dedupe_key=order_outcome_dedupe_key(order, round_=context.get("round", 0)),
         data={"order_id": str(order.pk), "status": order.status},
     )
 

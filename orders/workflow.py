@@ -102,17 +102,6 @@ OWES = {
 assert set(OWES) | {OrderStatus.SETTLING} == set(OrderStatus)
 
 
-# --- what a customer sees -------------------------------------------------------------------------
-# The tracking page's tiles: (label, statuses at which that step is done).
-PROGRESS_STEPS = [
-    ("Accepted", ["accepted"]),
-    ("Payment authorized", ["payment_authorized"]),
-    ("Cart verified", ["cart_verified"]),
-    ("Stock reserved", ["stock_reserved"]),
-    ("Confirmed", ["confirmed"]),
-]
-
-
 def route_task(name, args, kwargs, options, task=None, **kw):
     """Celery router (CELERY_TASK_ROUTES names it): the provider's calls on their own queue."""
     if name in TASK_QUEUES:

@@ -85,6 +85,9 @@ import uuid
 from dataclasses import dataclass, field
 
 import redis
+from django.conf import settings
+
+from project.redis_client import get_redis
 
 _MICRO = 1_000_000
 LANES = ("single", "batch")
@@ -785,10 +788,6 @@ def limiter_for(api_key: str, rate: str, client: redis.Redis) -> SlidingWindowLi
 
 def provider_limiter() -> SlidingWindowLimiter | None:
     """The limiter every provider call goes through (None when switched off for a baseline)."""
-    from django.conf import settings
-
-    from project.redis_client import get_redis
-
     if not settings.PAYMENT_PROVIDER_CLUSTER_RATE_LIMIT:
         return None
     limit, window = parse_rate(settings.PAYMENT_PROVIDER_RATE_LIMIT)
