@@ -199,7 +199,8 @@ def authorize_payment(self, order_id: str, run: int | None = None, **_counters) 
 def check_cart_line(self, order_id: str, line_id: int, run: int | None = None, **_counters) -> bool:
     moved_on = self.run_step(services.cart_line_check, order_id, line_id=line_id)
     if moved_on:  # this check completed the cart: the join sends the confirmation, once
-        pipeline.confirmation(order_id=order_id, run=run).apply_async()
+        lane = self.request.kwargs.get("lane") or workflow.SINGLE_LANE
+        pipeline.confirmation(order_id=order_id, run=run, lane=lane).apply_async()
     return moved_on
 
 
@@ -240,6 +241,7 @@ def start_pipeline(order_id: str, run: int = 0, from_step: str | None = None) ->
         run=dispatch.run,
         from_step=dispatch.from_step,
         line_ids=dispatch.line_ids,
+        lane=dispatch.lane,
     ).apply_async()
     return True
 
@@ -274,6 +276,7 @@ def recover_orders() -> int:
             run=claim.run,
             from_step=claim.from_step,
             line_ids=claim.line_ids,
+            lane=claim.lane,
         ).apply_async()
     services.batch_finish_all_done()
     return len(claims)

@@ -282,7 +282,10 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
 # waiting on its ETA is held unacknowledged, so countdown + time limit must stay under the
 # visibility timeout (checked when the Celery app loads).
 CELERY_MAX_COUNTDOWN = env.int("CELERY_MAX_COUNTDOWN", default=60)
-# The provider's calls have their own queue (the router reads orders/workflow.py).
+# The provider's calls have their own queue, a batch order's at a lower message priority than
+# single orders' (the router reads orders/workflow.py). RabbitMQ queues are declared with
+# priorities for that; Redis keeps one list per priority step and serves 0 first.
+CELERY_TASK_QUEUE_MAX_PRIORITY = 10
 CELERY_TASK_ROUTES = (
     "orders.workflow.route_task",
     {"notifications.*": {"queue": "notifications"}},

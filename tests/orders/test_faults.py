@@ -445,3 +445,26 @@ def test_reconciliation_records_a_capture_our_rows_missed_on_a_confirmed_order(
     assert Payment.objects.get(order=order).status == PaymentStatus.CAPTURED
     assert sandbox.stats()["refunds"] == 0
     assert_settled(order, sandbox)
+
+
+# --- 8. a single order is not stuck behind a batch's messages -------------------------------
+
+
+def test_a_single_orders_provider_message_overtakes_a_batchs_waiting_ones(broker_redis):
+    for index in range(5):
+        celery_app.send_task(
+            workflow.AUTHORIZE_PAYMENT,
+            kwargs={"order_id": f"batch-{index}", "run": 1, "lane": workflow.BATCH_LANE},
+        )
+    celery_app.send_task(
+        workflow.AUTHORIZE_PAYMENT,
+        kwargs={"order_id": "single", "run": 1, "lane": workflow.SINGLE_LANE},
+    )
+
+    with celery_app.connection_for_read() as connection:
+        channel = connection.default_channel
+        order = []
+        while (message := channel.basic_get(workflow.PROVIDER_QUEUE, no_ack=True)) is not None:
+            order.append(message.headers["kwargsrepr"])
+    assert len(order) == 6
+    assert "'single'" in order[0], order  # first out, though sent last
