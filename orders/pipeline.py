@@ -2,6 +2,8 @@
 services imported):
 
     authorize_payment -> group(check_cart_line x lines)  ==join at the database==>  confirm_order
+    (each arrow sent by the step before it, once it has moved the order on: a declined order
+    sends nothing further)
 
 The cart check fans out one task per line; its join is the order's row, not a result backend's
 chord counter: the line check that finds every line checked moves the order on under the row
@@ -47,10 +49,9 @@ def order_canvas(
     if from_step == workflow.SETTLE:
         return _step(workflow.SETTLE_ORDER, order_id=order_id, run=run, lane=lane)
     if from_step == workflow.AUTHORIZE:
-        return chain(
-            _step(workflow.AUTHORIZE_PAYMENT, order_id=order_id, run=run, lane=lane),
-            cart_check(order_id=order_id, run=run, line_ids=line_ids, lane=lane),
-        )
+        # The authorization sends the cart check itself once it authorized: a declined order
+        # skips the steps it does not need.
+        return _step(workflow.AUTHORIZE_PAYMENT, order_id=order_id, run=run, lane=lane)
     if from_step == workflow.CHECK_CART:
         return chain(
             _step(workflow.VERIFY_CART, order_id=order_id, run=run, lane=lane),
