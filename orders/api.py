@@ -22,7 +22,7 @@ from project.api_errors import error_responses
 from project.observability import current_correlation_id
 from project.throttling import FailOpenScopedRateThrottle
 
-from . import live, selectors, services
+from . import live, presentation, selectors, services
 from .errors import IdempotencyConflict, InvalidOrder
 from .models import TERMINAL_STATUSES
 from .serializers import (
@@ -279,6 +279,15 @@ class OrderStreamApi(APIView):
 _order_stream_sync = OrderStreamApi.as_view()
 
 
+def _progress_now(user, order_id) -> dict:
+    """What the tracking page draws, read for a status event; the connection goes back at once."""
+    try:
+        order = selectors.order_get_for_user(user=user, order_id=order_id)
+        return presentation.order_progress_data(order)
+    finally:
+        live.close_database_connections()
+
+
 def _final_state(user, order_id, after_id: int | None) -> tuple[dict, live.StreamSnapshot]:
     order = selectors.order_get_for_user(user=user, order_id=order_id)
     return order_detail_data(order), live.snapshot_for(order, after_id=after_id)
@@ -328,6 +337,10 @@ async def order_stream(request, order_id):
             slot=pending.slot,
             read_final=read_final,
             close_connections=sync_to_async(live.close_database_connections),
+            # A pool thread, not the request's: a held stream keeps no thread of its own.
+            read_progress=lambda: sync_to_async(_progress_now, thread_sensitive=False)(
+                request.user, pending.order_id
+            ),
         ),
         content_type="text/event-stream",
     )

@@ -394,6 +394,12 @@ def sse(event: str, data: dict, *, event_id: int | None = None) -> bytes:
     return f"{head}event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
 
 
+async def _status_data(status: str, read_progress) -> dict:
+    if read_progress is None:
+        return {"status": status}
+    return {"status": status, "progress": await read_progress()}
+
+
 async def order_events(
     *,
     subscription: Subscription | None,
@@ -401,16 +407,20 @@ async def order_events(
     slot: HeldSlot | None,
     read_final: Callable[[int | None], Awaitable[tuple[dict, StreamSnapshot]]],
     close_connections: Callable[[], Awaitable[None]],
+    read_progress: Callable[[], Awaitable[dict]] | None = None,
 ) -> AsyncIterator[bytes]:
     """The stream's body: `timeline` per entry (its id is the entry's), `status` per change, then
     `final` (the order as GET /api/orders/<id>/ shows it) at a terminal status, and the end.
     The final read also sends any entry the updates did not carry (several entries committed
-    together arrive in an order of their own, and the terminal one may not come last).
+    together arrive in an order of their own, and the terminal one may not come last). A status
+    event carries the order's `progress` (what the tracking page draws), read when the status
+    changes, on a connection closed right after.
 
     A stream ends after LIVE_STREAM_MAX_SECONDS or when Redis is lost; EventSource reconnects
     with Last-Event-ID and is sent only what it has not seen.
     """
     try:
+        first_status = await _status_data(snapshot.status, read_progress)
         await close_connections()  # the middleware ran since the view's reads
         release_request_thread()
         yield b"retry: 2000\n\n"
@@ -421,7 +431,7 @@ async def order_events(
             last_id = entry["id"]
             yield sse("timeline", entry, event_id=entry["id"])
         status = snapshot.status
-        yield sse("status", {"status": status})
+        yield sse("status", first_status)
         deadline = time.monotonic() + settings.LIVE_STREAM_MAX_SECONDS
         while status not in TERMINAL_STATUSES:
             if subscription is None or (remaining := deadline - time.monotonic()) <= 0:
@@ -438,7 +448,7 @@ async def order_events(
                 yield sse("timeline", entry, event_id=entry["id"])
             if update["status"] != status:
                 status = update["status"]
-                yield sse("status", {"status": status})
+                yield sse("status", await _status_data(status, read_progress))
         final, latest = await read_final(snapshot.after_id)
         for entry in latest.entries:
             if entry["id"] not in sent:

@@ -215,7 +215,7 @@ def test_the_email_uses_the_kinds_template(catalog, customer):
 
     (email,) = mail.outbox
     assert email.body.startswith("Hello alice,")
-    assert "Something went wrong on our side" in email.body  # order.failed.txt
+    assert "We could not complete your order." in email.body  # order.failed.txt
     assert notification.body in email.body
 
 

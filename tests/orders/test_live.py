@@ -164,7 +164,9 @@ def test_a_stream_of_a_terminal_order_sends_its_history_and_the_final_event(
     events = read_to_final(open_stream(server, order.pk, headers_for(customer)))
 
     assert [event.event for event in events] == ["timeline", "status", "final"]
-    assert json.loads(events[1].data) == {"status": "payment_declined"}
+    status_event = json.loads(events[1].data)
+    assert status_event["status"] == "payment_declined"
+    assert status_event["progress"]["terminal"] is True  # what the tracking page draws
     assert json.loads(events[2].data)["status"] == "payment_declined"
 
 
