@@ -14,4 +14,4 @@ RUN DEBUG=1 python manage.py collectstatic --noinput --verbosity 0 \
 USER orderflow
 
 EXPOSE 8000
-CMD ["gunicorn", "project.wsgi:application", "--bind", "0.0.0.0:8000", "--workers", "2", "--threads", "4", "--access-logfile", "-"]
+CMD ["gunicorn", "project.asgi:application", "--worker-class", "uvicorn_worker.UvicornWorker", "--bind", "0.0.0.0:8000", "--workers", "2", "--graceful-timeout", "20", "--forwarded-allow-ips", "", "--access-logfile", "-"]

@@ -2,9 +2,10 @@
 
     .venv/bin/python bench/api.py [--duration 15] [--rounds 2] [--connections 16]
 
-One run, one gunicorn configuration (2 sync workers, one per core; --threads N > 1 for gthread,
-e.g. the Procfile's 2 x 4, which gave the same ratios here) serving three endpoints, loaded in
-turn (a, b, c, a, b, c, ...) after a short warm-up of each:
+One run, one server serving three endpoints: by default the Procfile's (project/asgi.py in 2
+uvicorn workers under gunicorn, one per core); `--server wsgi` is the issue-6 server (2 gunicorn
+sync workers; --threads N > 1 for gthread). Loaded in turn (a, b, c, a, b, c, ...) after a short
+warm-up of each:
 
   (a) naive    the endpoint a typical Django developer would write instead (bench/naive.py): a
                ModelSerializer with nested lines and catalog prices, the pipeline task's
@@ -64,6 +65,7 @@ BODY = {
 TARGET_RATIO = 0.90  # b/a
 TARGET_P99_MS = 100.0  # of (b), at --connections
 UNLOADED = "1 conn"
+ASGI_WORKER_CLASS = "uvicorn_worker.UvicornWorker"  # the Procfile's
 
 
 @dataclass(frozen=True)
@@ -166,9 +168,16 @@ class Gunicorn:
         env: dict[str, str],
         log_path: Path,
         wsgi_app: str,
+        worker_class: str | None = None,
     ) -> None:
         self.port = port
         self.log_path = log_path
+        # An ASGI worker class (uvicorn's) takes no --threads: its requests are coroutines.
+        workers_args = (
+            ["--worker-class", worker_class, "--forwarded-allow-ips", ""]
+            if worker_class
+            else ["--threads", str(threads)]
+        )
         with open(log_path, "wb") as log:
             self.process = subprocess.Popen(
                 [
@@ -180,8 +189,7 @@ class Gunicorn:
                     f"{LOCALHOST}:{port}",
                     "--workers",
                     str(workers),
-                    "--threads",
-                    str(threads),
+                    *workers_args,
                     "--access-logfile",
                     "-",  # as the Procfile: the cost of the access log is part of serving
                     "--no-control-socket",  # the default path is shared with other gunicorns
@@ -505,9 +513,16 @@ def main(argv: list[str] | None = None) -> int:
         "--threads", type=int, default=1, help="gunicorn threads per worker (> 1: gthread)"
     )
     parser.add_argument(
+        "--server",
+        choices=("asgi", "wsgi"),
+        default="asgi",
+        help="asgi: the Procfile's server (project/asgi.py in uvicorn workers under gunicorn); "
+        "wsgi: gunicorn sync/gthread workers on project/wsgi.py (the issue-6 baseline)",
+    )
+    parser.add_argument(
         "--wsgi-app",
-        default="project.wsgi:application",
-        help="what-if runs: a WSGI module that patches the product before serving it",
+        default=None,
+        help="what-if runs: an app module that patches the product before serving it",
     )
     parser.add_argument("--loadgen", choices=("auto", "wrk", "python"), default="auto")
     parser.add_argument("--redis-url", default=DEFAULT_REDIS_URL)
@@ -527,6 +542,9 @@ def main(argv: list[str] | None = None) -> int:
     elif loadgen == "wrk" and not shutil.which("wrk"):
         parser.error("wrk is not installed (apt-get install wrk), use --loadgen python")
 
+    asgi = args.server == "asgi"
+    app = args.wsgi_app or ("project.asgi:application" if asgi else "project.wsgi:application")
+    worker_class = ASGI_WORKER_CLASS if asgi else None
     workdir = Path(tempfile.mkdtemp(prefix="orderflow-bench-api-"))
     script = workdir / "orders.lua"
     script.write_text(WRK_SCRIPT)
@@ -566,7 +584,8 @@ def main(argv: list[str] | None = None) -> int:
             threads=args.threads,
             env=env,
             log_path=workdir / "gunicorn.log",
-            wsgi_app=args.wsgi_app,
+            wsgi_app=app,
+            worker_class=worker_class,
         )
         try:
             server.wait_ready(token)
@@ -600,7 +619,8 @@ def main(argv: list[str] | None = None) -> int:
 
             print(
                 f"database {database_url} (PostgreSQL); redis {args.redis_url}, no worker; "
-                f"gunicorn {args.workers} x {args.threads}; {loadgen}, "
+                f"gunicorn {args.workers} x "
+                f"{'uvicorn (ASGI)' if asgi else args.threads}; {loadgen}, "
                 f"{args.connections} connections",
                 flush=True,
             )
@@ -622,11 +642,17 @@ def main(argv: list[str] | None = None) -> int:
     summaries = {endpoint.key: Summary(endpoint) for endpoint in ENDPOINTS}
     for run in measured:
         summaries[run.endpoint.key].runs.append(run)
-    worker_class = "gthread" if args.threads > 1 else "sync"
-    what_if = "" if args.wsgi_app == "project.wsgi:application" else f", WHAT-IF {args.wsgi_app}"
+    if asgi:
+        served = f"gunicorn + uvicorn (ASGI, project/asgi.py, DB pool) {args.workers} workers"
+    else:
+        served = (
+            f"gunicorn {'gthread' if args.threads > 1 else 'sync'} {args.workers} workers x "
+            f"{args.threads} threads"
+        )
+    what_if = f", WHAT-IF {args.wsgi_app}" if args.wsgi_app else ""
     header = (
-        f"PostgreSQL {BENCH_DATABASE}, Redis broker without a worker; gunicorn {worker_class} "
-        f"{args.workers} workers x {args.threads} threads (DEBUG=0, LOG_LEVEL={args.log_level}, "
+        f"PostgreSQL {BENCH_DATABASE}, Redis broker without a worker; {served} "
+        f"(DEBUG=0, LOG_LEVEL={args.log_level}, "
         f"access log on{what_if}); {loadgen} {args.connections} connections, {args.rounds} "
         f"rounds x {args.duration:g} s per endpoint, interleaved; {os.cpu_count()} CPUs, load "
         f"average {load_average:.2f} at start"

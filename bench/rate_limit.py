@@ -2,6 +2,7 @@
 without wasting its budget?
 
     .venv/bin/python bench/rate_limit.py [--orders 60] [--configs 1x1 2x4 4x2 2x4-celery-only]
+    .venv/bin/python bench/rate_limit.py --jittery [--orders 100] [--jitter 5-60]
 
 Self-contained and local only (127.0.0.1): it creates a fresh database (PostgreSQL
 `orderflow_bench`, created and dropped, or a SQLite file in a temp dir; --db), migrates and seeds
@@ -12,11 +13,18 @@ starts real prefork `celery worker` processes, creates the orders through
 `orders.services.order_create` (the outbox publishes the pipeline after commit), waits for every
 order to be terminal and stops the workers.
 
-Configuration syntax: `<workers>x<concurrency>[-celery-only|-limiter-only][@NAME=VALUE ...]`
+Configuration syntax:
+`<workers>x<concurrency>[-celery-only|-limiter-only][+jitter][@NAME=VALUE ...]`
   -celery-only   cluster limiter off (PAYMENT_PROVIDER_CLUSTER_RATE_LIMIT=0): the baseline,
                  Celery's per-worker `rate_limit` alone;
   -limiter-only  cluster limiter on, Celery's per-worker `rate_limit` switched off on the running
                  workers (remote control `rate_limit <task> 0`), to measure what it costs;
+  +jitter        the workers reach the sandbox through bench/jitter_proxy.py, a loopback proxy
+                 that delays every chunk each way by a random `--jitter` ms (default 5-60): a
+                 provider across the internet. Targets there: at most one 429 per 200 requests,
+                 makespan at most 1.10 x floor. `--jittery` runs the pair that compares the
+                 fixed margin (PAYMENT_PROVIDER_RATE_ADAPTIVE=0, the baseline) with the learnt
+                 one in the same run;
   @NAME=VALUE    extra environment for the workers, e.g. @PAYMENT_PROVIDER_MAX_INLINE_WAIT=5.
 
 Floor: a provider that admits `limit` requests per rolling `window` needs at least
@@ -52,11 +60,15 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 if str(BASE_DIR) not in sys.path:  # `python bench/rate_limit.py` puts bench/, not the project
     sys.path.insert(0, str(BASE_DIR))
 
+from bench.jitter_proxy import JitterProxyProcess, parse_delay  # noqa: E402
 from bench.support import LOCALHOST, migrate, postgres_answers, postgres_database  # noqa: E402
 
 BENCH_DATABASE = "orderflow_bench"
 DEFAULT_REDIS_URL = f"redis://{LOCALHOST}:6379/13"
 DEFAULT_CONFIGS = ["1x1", "2x4", "4x2", "2x4-celery-only"]
+JITTERY_CONFIGS = ["2x4+jitter@PAYMENT_PROVIDER_RATE_ADAPTIVE=0", "2x4+jitter"]
+JITTER_TARGET_RATIO = 1.10
+JITTER_MAX_429_RATE = 1 / 200
 PROVIDER_TASKS = ("orders.authorize_payment", "orders.confirm_order")
 QUEUES = "orders,provider,notifications"
 SKU = "BENCH-1"
@@ -65,7 +77,9 @@ PROVIDER_RATE = "2/s"  # the provider's contract (SPEC 4), per API key, rolling 
 TARGET_RATIO = 1.05
 DEFAULT_MARGIN = 0.04  # PAYMENT_PROVIDER_RATE_MARGIN's default in project/settings.py
 POLL_INTERVAL = 0.25
-_CONFIG_RE = re.compile(r"^(\d+)x(\d+)(-celery-only|-limiter-only)?((?:@[A-Z0-9_]+=[^@]*)*)$")
+_CONFIG_RE = re.compile(
+    r"^(\d+)x(\d+)(-celery-only|-limiter-only)?(\+jitter)?((?:@[A-Z0-9_]+=[^@]*)*)$"
+)
 
 
 @dataclass(frozen=True)
@@ -75,7 +89,15 @@ class Config:
     concurrency: int
     cluster_limiter: bool = True
     task_rate_limit: bool = True  # Celery's per-worker rate_limit on the provider tasks
+    jitter: bool = False  # through the jittery link
     env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def baseline(self) -> bool:
+        """No limiter, or over the jittery link the fixed margin alone (what the learnt one
+        is measured against)."""
+        fixed = self.env.get("PAYMENT_PROVIDER_RATE_ADAPTIVE") == "0"
+        return not self.cluster_limiter or (self.jitter and fixed)
 
 
 def parse_config(text: str) -> Config:
@@ -88,13 +110,14 @@ def parse_config(text: str) -> Config:
     workers, concurrency = int(match[1]), int(match[2])
     if not (1 <= workers <= 16 and 1 <= concurrency <= 32):
         raise argparse.ArgumentTypeError(f"{text!r}: 1-16 workers, concurrency 1-32")
-    env = dict(item.split("=", 1) for item in match[4].split("@") if item)
+    env = dict(item.split("=", 1) for item in match[5].split("@") if item)
     return Config(
         name=text,
         workers=workers,
         concurrency=concurrency,
         cluster_limiter=match[3] != "-celery-only",
         task_rate_limit=match[3] != "-limiter-only",
+        jitter=bool(match[4]),
         env=env,
     )
 
@@ -113,14 +136,14 @@ def require_local(url: str) -> None:
 
 
 @contextlib.contextmanager
-def bench_database(kind: str, workdir: Path) -> Iterator[str]:
+def bench_database(kind: str, workdir: Path, name: str = BENCH_DATABASE) -> Iterator[str]:
     """Yield the DATABASE_URL of a fresh, empty database; drop it afterwards."""
     if kind == "auto":
         kind = "postgres" if postgres_answers() else "sqlite"
     if kind == "sqlite":
         yield f"sqlite:///{workdir / 'bench.sqlite3'}"  # the temp dir goes with the run
         return
-    with postgres_database(BENCH_DATABASE) as url:
+    with postgres_database(name) as url:
         yield url
 
 
@@ -280,11 +303,16 @@ class Worker:
 
 @contextlib.contextmanager
 def workers_running(
-    config: Config, base_env: dict[str, str], logdir: Path, timeout: float = 90.0
+    config: Config,
+    base_env: dict[str, str],
+    logdir: Path,
+    timeout: float = 90.0,
+    provider_url: str | None = None,
 ) -> Iterator[list[Worker]]:
     env = {
         **base_env,
         "PAYMENT_PROVIDER_CLUSTER_RATE_LIMIT": "1" if config.cluster_limiter else "0",
+        **({"PAYMENT_PROVIDER_URL": provider_url} if provider_url else {}),
         **config.env,
     }
     workers: list[Worker] = []
@@ -441,6 +469,15 @@ class Result:
 
     def targets(self) -> dict[str, bool]:
         makespan = self.makespan
+        if self.config.jitter:
+            requests = self.stats["requests"]
+            return {
+                "<= 1 x 429 per 200 requests": self.stats["rejected_429"]
+                <= JITTER_MAX_429_RATE * requests,
+                f"<= {JITTER_TARGET_RATIO} x floor": makespan is not None
+                and self.floor > 0
+                and makespan <= JITTER_TARGET_RATIO * self.floor,
+            }
         return {
             "no 429": self.stats["rejected_429"] == 0,
             f"<= {self.limit}/1s": self.stats["max_requests_in_any_1s"] <= self.limit,
@@ -462,6 +499,7 @@ def run_config(
     logdir: Path,
     limit: int,
     window: float,
+    jitter_url: str | None = None,
 ) -> Result:
     from django.db.models import Max, Min
 
@@ -470,7 +508,8 @@ def run_config(
 
     redis_client.flushdb()  # broker queues, ETA leftovers and the limiter's slot log
     print(f"[{config.name}] starting {config.workers} x {config.concurrency} workers", flush=True)
-    with workers_running(config, base_env, logdir) as workers:
+    provider_url = jitter_url if config.jitter else None
+    with workers_running(config, base_env, logdir, provider_url=provider_url) as workers:
         if not config.task_rate_limit:
             disable_task_rate_limits(len(workers))
         sandbox.reset()
@@ -568,7 +607,7 @@ def print_table(results: list[Result]) -> None:
     for result in results:
         checks = result.targets()
         verdict = ", ".join(f"{name} {'ok' if held else 'MISSED'}" for name, held in checks.items())
-        scope = "targets" if result.config.cluster_limiter else "baseline (no target)"
+        scope = "baseline (no target)" if result.config.baseline else "targets"
         tightest = "-" if result.tightest is None else f"{result.tightest:.3f}s"
         print(
             f"{result.config.name}: {scope}: {verdict}. head {result.head:.2f}s (accepted -> "
@@ -585,6 +624,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--configs", nargs="+", type=parse_config, default=None)
     parser.add_argument("--db", choices=("auto", "postgres", "sqlite"), default="auto")
     parser.add_argument("--redis-url", default=DEFAULT_REDIS_URL)
+    parser.add_argument(
+        "--database-name",
+        default=BENCH_DATABASE,
+        help=f"the PostgreSQL database created and dropped (default {BENCH_DATABASE})",
+    )
     parser.add_argument(
         "--timeout", type=float, default=None, help="per configuration (default 3 x orders + 60 s)"
     )
@@ -603,6 +647,18 @@ def main(argv: list[str] | None = None) -> int:
         help="run the sandbox at nice -N (default 10): a real provider does not share the "
         "workers' CPUs, so its arrival times should not wait for them; 0 to share fairly",
     )
+    parser.add_argument(
+        "--jittery",
+        action="store_true",
+        help=f"run the jittery-link pair: {' '.join(JITTERY_CONFIGS)}",
+    )
+    parser.add_argument(
+        "--jitter",
+        type=parse_delay,
+        default=(0.005, 0.06),
+        metavar="MS-MS",
+        help="one-way delay per chunk of the +jitter link (default 5-60 ms)",
+    )
     parser.add_argument("--keep-logs", action="store_true", help="keep the worker logs")
     parser.add_argument(
         "--dump-arrivals",
@@ -611,7 +667,9 @@ def main(argv: list[str] | None = None) -> int:
         help="write each configuration's provider arrival times (wall clock) to DIR/<config>.json",
     )
     args = parser.parse_args(argv)
-    configs = args.configs or [parse_config(name) for name in DEFAULT_CONFIGS]
+    configs = args.configs or [
+        parse_config(name) for name in (JITTERY_CONFIGS if args.jittery else DEFAULT_CONFIGS)
+    ]
     if not 1 <= args.orders <= 5000:
         parser.error("--orders: 1-5000")
     timeout = args.timeout or 3 * args.orders + 60
@@ -620,13 +678,18 @@ def main(argv: list[str] | None = None) -> int:
 
     workdir = Path(tempfile.mkdtemp(prefix="orderflow-bench-"))
     results: list[Result] = []
-    with bench_database(args.db, workdir) as database_url:
+    with bench_database(args.db, workdir, args.database_name) as database_url:
         print(f"database {database_url}; redis {args.redis_url}; logs {workdir}", flush=True)
         # The sandbox's port is known only once it binds, so start it before the environment.
         from project.ratelimit import parse_rate
 
         limit, window = parse_rate(PROVIDER_RATE)
         sandbox = SandboxProcess(rate_limit=limit, window=window, priority=args.sandbox_priority)
+        proxy = None
+        if any(config.jitter for config in configs):
+            upstream = urlsplit(sandbox.url)
+            proxy = JitterProxyProcess((upstream.hostname, upstream.port), args.jitter)
+            print(f"jittery link {proxy.url} -> {sandbox.url}: {args.jitter} s one way per chunk")
         try:
             base_env = {
                 **os.environ,
@@ -665,6 +728,7 @@ def main(argv: list[str] | None = None) -> int:
                         logdir=workdir,
                         limit=limit,
                         window=window,
+                        jitter_url=proxy.url if proxy else None,
                     )
                 )
                 print_table(results[-1:])
@@ -674,6 +738,8 @@ def main(argv: list[str] | None = None) -> int:
                     path.write_text(json.dumps([wall for _, wall in results[-1].arrivals]))
             redis_client.flushdb()
         finally:
+            if proxy is not None:
+                proxy.stop()
             sandbox.stop()
     print(f"\n{args.orders} orders per configuration, {os.cpu_count()} CPUs")
     print_table(results)
@@ -683,7 +749,7 @@ def main(argv: list[str] | None = None) -> int:
         for path in workdir.iterdir():
             path.unlink()
         workdir.rmdir()
-    limited = [result for result in results if result.config.cluster_limiter]
+    limited = [result for result in results if not result.config.baseline]
     return 0 if all(all(result.targets().values()) for result in limited) else 1
 
 

@@ -1,10 +1,19 @@
 """Thin API views: validate input, call one service or selector, serialise the result."""
 
+from dataclasses import dataclass
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.core.handlers.asgi import ASGIRequest
+from django.http import JsonResponse, StreamingHttpResponse
 from django.urls import reverse
+from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import generics, status
-from rest_framework.exceptions import APIException, ValidationError
+from rest_framework.exceptions import APIException, Throttled, ValidationError
+from rest_framework.negotiation import BaseContentNegotiation
 from rest_framework.permissions import IsAdminUser
+from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -13,7 +22,7 @@ from project.api_errors import error_responses
 from project.observability import current_correlation_id
 from project.throttling import FailOpenScopedRateThrottle
 
-from . import live, selectors, services
+from . import live, presentation, selectors, services
 from .errors import IdempotencyConflict, InvalidOrder
 from .models import TERMINAL_STATUSES
 from .serializers import (
@@ -51,6 +60,27 @@ def _idempotency_key(request: Request) -> str | None:
 class Conflict(APIException):
     status_code = status.HTTP_409_CONFLICT
     default_code = "conflict"
+
+
+def held_slot(request: Request) -> live.HeldSlot | None:
+    """One of the user's held slots for a wait or a stream; 429 in DRF's shape beyond the cap."""
+    try:
+        return live.held_slot_acquire(user_id=request.user.pk)
+    except live.HeldLimitExceeded as exc:
+        raise Throttled(
+            wait=exc.retry_after,
+            detail=f"Too many held waits and streams at once (at most "
+            f"{settings.LIVE_MAX_HELD_PER_USER} per user).",
+        ) from exc
+
+
+@dataclass(frozen=True)
+class PendingWait:
+    """What the async part of POST ?wait=N (order_list_create) waits for."""
+
+    order_id: object
+    timeout: int
+    slot: live.HeldSlot | None
 
 
 class ProductListApi(generics.ListAPIView):
@@ -114,25 +144,29 @@ class OrderListCreateApi(generics.GenericAPIView):
             wait = query.validated_data.get("wait", 0)
         payload = OrderCreateInputSerializer(data=request.data)
         payload.is_valid(raise_exception=True)
+        idempotency_key = _idempotency_key(request)
+        slot = held_slot(request) if wait else None  # before ordering: a 429 orders nothing
         try:
             order, created = services.order_create(
                 user=request.user,
-                idempotency_key=_idempotency_key(request),
+                idempotency_key=idempotency_key,
                 correlation_id=current_correlation_id(),
                 **payload.validated_data,
             )
-        except InvalidOrder as exc:
-            raise ValidationError(exc.errors) from exc
-        except IdempotencyConflict as exc:
-            raise Conflict(str(exc)) from exc
-        reached = wait > 0 and live.wait_until_terminal(order_id=order.pk, timeout=wait)
-        if wait or not created:
-            # It may have moved on since: read it again. A new order answered at once is the
-            # one just written, with its lines and first event: nothing to read back.
+        except BaseException as exc:
+            live.held_slot_release_now(slot)
+            if isinstance(exc, InvalidOrder):
+                raise ValidationError(exc.errors) from exc
+            if isinstance(exc, IdempotencyConflict):
+                raise Conflict(str(exc)) from exc
+            raise
+        if not created:
+            # The first order of this key: it may have moved on since. A new order is the one
+            # just written, with its lines and first event: nothing to read back.
             order = selectors.order_get_for_user(user=request.user, order_id=order.pk)
-        return Response(
+        response = Response(
             order_detail_data(order),
-            status=status.HTTP_200_OK if reached or order.is_terminal else status.HTTP_202_ACCEPTED,
+            status=status.HTTP_200_OK if order.is_terminal else status.HTTP_202_ACCEPTED,
             headers={
                 "Location": request.build_absolute_uri(
                     reverse("orders:order-detail", args=[order.pk])
@@ -140,6 +174,179 @@ class OrderListCreateApi(generics.GenericAPIView):
                 "X-Correlation-ID": order.correlation_id,
             },
         )
+        if wait and not order.is_terminal:
+            # Waited for by order_list_create, on Redis, with no thread and no connection.
+            response.pending_wait = PendingWait(order_id=order.pk, timeout=wait, slot=slot)
+        else:
+            live.held_slot_release_now(slot)
+        return response
+
+
+_order_list_create_sync = OrderListCreateApi.as_view()
+
+
+def _order_data(user, order_id) -> dict:
+    return order_detail_data(selectors.order_get_for_user(user=user, order_id=order_id))
+
+
+async def _finish_wait(request, response: Response, pending: PendingWait) -> Response:
+    """The wait of POST ?wait=N: the order is committed, so whatever happens here (Redis down,
+    the wait running out) the answer is the order, 200 if terminal, else 202; `X-Wait-Outcome`
+    says how the wait ended: `terminal`, `timeout` or `unavailable` (no live updates now)."""
+    outcome = "unavailable"
+    subscription = None
+    try:
+        subscription = await live.subscribe(pending.order_id)
+        if await sync_to_async(live.order_status)(pending.order_id) in TERMINAL_STATUSES:
+            outcome = "terminal"
+        else:
+            live.release_request_thread()  # the order_status read closed the connection
+            reached = await live.wait_until_terminal(
+                subscription=subscription, timeout=pending.timeout
+            )
+            outcome = "terminal" if reached else "timeout"
+    except live.LiveUnavailable:
+        outcome = "unavailable"
+    finally:
+        if subscription is not None:
+            await subscription.close()
+        await live.held_slot_release(pending.slot)
+    response.data = await sync_to_async(_order_data)(request.user, pending.order_id)
+    terminal = response.data["status"] in TERMINAL_STATUSES
+    response.status_code = status.HTTP_200_OK if terminal else status.HTTP_202_ACCEPTED
+    response["X-Wait-Outcome"] = outcome
+    return response
+
+
+@csrf_exempt  # as DRF's views: SessionAuthentication enforces CSRF itself
+async def order_list_create(request, *args, **kwargs):
+    """GET/POST /api/orders/: the DRF view on the request's thread, as Django runs any sync
+    view, then for POST ?wait=N the wait, async (project/asgi.py)."""
+    response = await sync_to_async(_order_list_create_sync)(request, *args, **kwargs)
+    pending = getattr(response, "pending_wait", None)
+    if pending is None:
+        return response
+    return await _finish_wait(request, response, pending)
+
+
+# The schema generator reads the DRF view behind the URL from these.
+order_list_create.cls = _order_list_create_sync.cls
+order_list_create.initkwargs = _order_list_create_sync.initkwargs
+
+
+# --- GET /api/orders/<id>/stream/ ---------------------------------------------------------------
+
+
+class JSONErrorsNegotiation(BaseContentNegotiation):
+    """EventSource asks for text/event-stream: the stream answers in it, and errors in JSON."""
+
+    def select_renderer(self, request, renderers, format_suffix=None):
+        return renderers[0], renderers[0].media_type
+
+
+@dataclass(frozen=True)
+class PendingStream:
+    order_id: object
+    snapshot: live.StreamSnapshot
+    slot: live.HeldSlot | None
+
+
+class OrderStreamApi(APIView):
+    """Authentication, permissions, the owner's 404, the cap's 429 and the first read of the
+    stream, sync and in DRF's shape; order_stream then streams, async."""
+
+    renderer_classes = [JSONRenderer]
+    content_negotiation_class = JSONErrorsNegotiation
+
+    def get(self, request: Request, order_id) -> Response:
+        last_event_id = request.headers.get("Last-Event-ID") or None
+        if last_event_id is not None:
+            if not last_event_id.isdigit():
+                raise ValidationError({"Last-Event-ID": ["An event id this stream sent."]})
+            last_event_id = int(last_event_id)
+        order = selectors.order_get_for_user(user=request.user, order_id=order_id)
+        slot = held_slot(request)
+        try:
+            snapshot = live.snapshot_for(order, after_id=last_event_id)
+        except BaseException:
+            live.held_slot_release_now(slot)
+            raise
+        response = Response(status=status.HTTP_200_OK)
+        response.pending_stream = PendingStream(order_id=order.pk, snapshot=snapshot, slot=slot)
+        return response
+
+
+_order_stream_sync = OrderStreamApi.as_view()
+
+
+def _progress_now(user, order_id) -> dict:
+    """What the tracking page draws, read for a status event; the connection goes back at once."""
+    try:
+        order = selectors.order_get_for_user(user=user, order_id=order_id)
+        return presentation.order_progress_data(order)
+    finally:
+        live.close_database_connections()
+
+
+def _final_state(user, order_id, after_id: int | None) -> tuple[dict, live.StreamSnapshot]:
+    order = selectors.order_get_for_user(user=user, order_id=order_id)
+    return order_detail_data(order), live.snapshot_for(order, after_id=after_id)
+
+
+@csrf_exempt
+async def order_stream(request, order_id):
+    """Server-Sent Events of one order (orders/live.py: order_events). Subscribed before the
+    first read, so nothing published in between is missed."""
+    if not isinstance(request, ASGIRequest):
+        # A WSGI server would run the whole stream on one of its threads, and Django would
+        # buffer it to the end: the tracking page falls back to polling on this answer.
+        return JsonResponse(
+            {"detail": "Live updates need the ASGI server; poll GET /api/orders/<id>/."},
+            status=status.HTTP_503_SERVICE_UNAVAILABLE,
+        )
+    try:
+        subscription = await live.subscribe(order_id)
+    except live.LiveUnavailable:
+        subscription = None
+    try:
+        response = await sync_to_async(_order_stream_sync)(request, order_id=order_id)
+    except BaseException:
+        if subscription is not None:
+            await subscription.close()
+        raise
+    pending = getattr(response, "pending_stream", None)
+    if pending is None:  # 400, 401, 404, 429
+        if subscription is not None:
+            await subscription.close()
+        return response
+    if subscription is None and pending.snapshot.status not in TERMINAL_STATUSES:
+        await live.held_slot_release(pending.slot)
+        return JsonResponse(
+            {"detail": "Live updates are unavailable now; poll GET /api/orders/<id>/."},
+            status=status.HTTP_503_SERVICE_UNAVAILABLE,
+            headers={"Retry-After": "5"},
+        )
+
+    async def read_final(after_id: int | None) -> tuple[dict, live.StreamSnapshot]:
+        return await sync_to_async(_final_state)(request.user, pending.order_id, after_id)
+
+    stream = StreamingHttpResponse(
+        live.order_events(
+            subscription=subscription,
+            snapshot=pending.snapshot,
+            slot=pending.slot,
+            read_final=read_final,
+            close_connections=sync_to_async(live.close_database_connections),
+            # A pool thread, not the request's: a held stream keeps no thread of its own.
+            read_progress=lambda: sync_to_async(_progress_now, thread_sensitive=False)(
+                request.user, pending.order_id
+            ),
+        ),
+        content_type="text/event-stream",
+    )
+    stream["Cache-Control"] = "no-cache"
+    stream["X-Accel-Buffering"] = "no"  # a buffering proxy would hold the events back
+    return stream
 
 
 class OrderDetailApi(APIView):

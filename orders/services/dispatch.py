@@ -21,6 +21,7 @@ class Dispatch:
     run: int
     from_step: str
     line_ids: tuple[int, ...]
+    lane: str = "single"  # "batch" for a batch's orders: they queue behind single orders
 
 
 def order_dispatch_claim(
@@ -49,7 +50,13 @@ def order_dispatch_claim(
         if reason != "start":
             event_record(order=order, name="redispatched", detail={"step": step, "why": reason})
         line_ids = tuple(order.lines.values_list("pk", flat=True))
-    return Dispatch(order_id=str(order.pk), run=order.run, from_step=step, line_ids=line_ids)
+    return Dispatch(
+        order_id=str(order.pk),
+        run=order.run,
+        from_step=step,
+        line_ids=line_ids,
+        lane=workflow.lane_of(order),
+    )
 
 
 def order_message_is_current(*, order_id: str, run: int | None) -> bool:

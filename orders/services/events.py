@@ -27,7 +27,7 @@ def event_record(
         detail=detail or {},
     )
     if announce:
-        live.announce(order=order, event=name)
+        live.announce(order=order, event=name, entry=event)
     logger.info(
         "order event %s",
         name,

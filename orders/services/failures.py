@@ -118,7 +118,7 @@ def order_fail(
         event_record(order=order, name="settling", detail={"from": order.failed_from_status})
         outbox_enqueue(
             task_name=workflow.SETTLE_ORDER,
-            kwargs={"order_id": str(order.pk), "run": order.run},
+            kwargs={"order_id": str(order.pk), "run": order.run, "lane": workflow.lane_of(order)},
             correlation_id=order.correlation_id,
         )
     return order

@@ -1,5 +1,6 @@
 from django.db import transaction
 
+from orders import workflow
 from orders.models import Order, OrderStatus, Payment, PaymentStatus
 from orders.provider import Declined, PaymentProvider, TransientError, get_provider
 
@@ -10,7 +11,7 @@ from .outcomes import order_finish
 
 def provider_for(order: Order) -> PaymentProvider:
     """The provider client, drawing on the order's customer's share of the budget."""
-    return get_provider(customer=str(order.user_id), lane="batch" if order.batch_id else "single")
+    return get_provider(customer=str(order.user_id), lane=workflow.lane_of(order))
 
 
 def idempotency_key_for(order: Order, action: str) -> str:

@@ -15,7 +15,6 @@ from orders.services import (
     payment_authorize,
     replay_order,
 )
-from orders.services.settlement import FAILED_REASON
 from tests.notifications.conftest import deliver, failed, make_endpoint, place
 
 
@@ -37,15 +36,16 @@ def test_outcome_of_a_terminal_order_is_notified_and_emailed_once(catalog, custo
     assert notification.title == "Your order could not be processed"
     assert notification.data == {"order_id": str(order.pk), "status": "failed"}
     assert str(order.pk) in notification.body
-    # The customer reads what happened in plain words, never the internal failure.
-    assert f"Reason: {FAILED_REASON}" in notification.body
+    # The customer reads what happened in the tracking page's words (orders/presentation.py),
+    # never the internal failure.
+    assert "Nothing was charged." in notification.body
     assert notification.emailed_at is not None
     assert len(mail.outbox) == 1
     assert mail.outbox[0].to == ["alice@example.com"]
     assert mail.outbox[0].subject == "Your order could not be processed"
     assert str(order.pk) in mail.outbox[0].body
-    assert FAILED_REASON in mail.outbox[0].body
-    for internal in ("authorize_payment", "TransientError", "provider unreachable"):
+    assert "Nothing was charged." in mail.outbox[0].body
+    for internal in ("authorize_payment", "TransientError", "provider unreachable", "attempt(s)"):
         assert internal not in notification.body
         assert internal not in mail.outbox[0].body
 
@@ -215,7 +215,7 @@ def test_the_email_uses_the_kinds_template(catalog, customer):
 
     (email,) = mail.outbox
     assert email.body.startswith("Hello alice,")
-    assert "Something went wrong on our side" in email.body  # order.failed.txt
+    assert "We could not complete your order." in email.body  # order.failed.txt
     assert notification.body in email.body
 
 

@@ -77,11 +77,19 @@ def wait_for_provider_budget() -> None:
 
 
 @pytest.mark.pipeline
+@pytest.mark.parametrize(
+    ("max_retries", "backoff_base", "backoff_max"),
+    [
+        pytest.param(2, 1.5, 2, id="test-settings"),
+        pytest.param(5, 1.0, 30, id="production-defaults"),
+    ],
+)
 def test_capture_answer_lost_then_provider_down_ends_confirmed_with_one_capture(
-    celery_worker, sandbox, catalog, customer, settings
+    celery_worker, sandbox, catalog, customer, settings, max_retries, backoff_base, backoff_max
 ):
-    settings.PIPELINE_MAX_RETRIES = 2
-    settings.PIPELINE_RETRY_BACKOFF_BASE = 1.5  # time for the test to switch the outage on
+    settings.PIPELINE_MAX_RETRIES = max_retries
+    settings.PIPELINE_RETRY_BACKOFF_BASE = backoff_base  # >= 1 s: time to switch the outage on
+    settings.PIPELINE_RETRY_BACKOFF_MAX = backoff_max
     sandbox.drop_answers_after_effect(path_regex=r"/capture$", count=1)
     stock_before = {sku: product.stock for sku, product in catalog.items()}
     order = place(customer)
@@ -89,7 +97,7 @@ def test_capture_answer_lost_then_provider_down_ends_confirmed_with_one_capture(
     wait_for(lambda: sandbox.stats()["captures"] == 1, timeout=30)
     sandbox.set_outage(True)  # before confirm_order's first retry
     # Out of retries: never `failed` with the money taken. It settles, and waits for the truth.
-    wait_for(lambda: Order.objects.get(pk=order.pk).status == OrderStatus.SETTLING, timeout=30)
+    wait_for(lambda: Order.objects.get(pk=order.pk).status == OrderStatus.SETTLING, timeout=90)
     time.sleep(3)
     order.refresh_from_db()
     assert order.status == OrderStatus.SETTLING
@@ -102,8 +110,11 @@ def test_capture_answer_lost_then_provider_down_ends_confirmed_with_one_capture(
         recover_orders.delay()  # what beat does every RECOVERY_SWEEP_SECONDS
         return Order.objects.get(pk=order.pk).is_terminal
 
-    wait_for(settled, timeout=60, interval=1.0)
-    print(f"\nprovider back -> settled in {time.monotonic() - back:.1f} s (test settings)")
+    wait_for(settled, timeout=90, interval=1.0)
+    print(
+        f"\nprovider back -> settled in {time.monotonic() - back:.1f} s (retries {max_retries}, "
+        f"backoff {backoff_base:g} s x 2^n up to {backoff_max:g} s)"
+    )
     order.refresh_from_db()
     assert order.status == OrderStatus.CONFIRMED
     assert sandbox.stats()["captures"] == 1
@@ -445,3 +456,26 @@ def test_reconciliation_records_a_capture_our_rows_missed_on_a_confirmed_order(
     assert Payment.objects.get(order=order).status == PaymentStatus.CAPTURED
     assert sandbox.stats()["refunds"] == 0
     assert_settled(order, sandbox)
+
+
+# --- 8. a single order is not stuck behind a batch's messages -------------------------------
+
+
+def test_a_single_orders_provider_message_overtakes_a_batchs_waiting_ones(broker_redis):
+    for index in range(5):
+        celery_app.send_task(
+            workflow.AUTHORIZE_PAYMENT,
+            kwargs={"order_id": f"batch-{index}", "run": 1, "lane": workflow.BATCH_LANE},
+        )
+    celery_app.send_task(
+        workflow.AUTHORIZE_PAYMENT,
+        kwargs={"order_id": "single", "run": 1, "lane": workflow.SINGLE_LANE},
+    )
+
+    with celery_app.connection_for_read() as connection:
+        channel = connection.default_channel
+        order = []
+        while (message := channel.basic_get(workflow.PROVIDER_QUEUE, no_ack=True)) is not None:
+            order.append(message.headers["kwargsrepr"])
+    assert len(order) == 6
+    assert "'single'" in order[0], order  # first out, though sent last
