@@ -28,13 +28,10 @@ Targets: b/a >= 0.90 and p99 of (b) < 100 ms. It checks that every answer was th
 from __future__ import annotations
 
 import argparse
-import contextlib
 import http.client
 import json
 import os
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -44,20 +41,27 @@ import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
-from decimal import Decimal
 from pathlib import Path
-from urllib.parse import urlsplit
+
+import redis
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 if str(BASE_DIR) not in sys.path:  # `python bench/api.py` puts bench/, not the project
     sys.path.insert(0, str(BASE_DIR))
 
-from bench.support import LOCALHOST, migrate, postgres_database  # noqa: E402
+from bench.support import (  # noqa: E402
+    api_token,
+    django_database,
+    environment,
+    production_mode,
+    seed,
+)
+from project.processes import LOCALHOST, QUEUES, free_port, web  # noqa: E402
 
 BENCH_DATABASE = "orderflow_bench_api"
-DEFAULT_REDIS_URL = f"redis://{LOCALHOST}:6379/12"
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/12"
 SETTINGS_MODULE = "bench.bench_settings"  # the product's settings + bench/bench_urls.py
-BROKER_QUEUES = ("orders", "provider", "notifications")
+BROKER_QUEUES = QUEUES
 BODY = {
     "lines": [{"sku": "BENCH-A", "quantity": 1}, {"sku": "BENCH-B", "quantity": 2}],
     "payment_token": "tok_ok",
@@ -125,140 +129,13 @@ class Summary:
         return max(r.p99_ms for r in self.runs)
 
 
-def require_local(url: str) -> None:
-    host = urlsplit(url).hostname
-    if host not in (None, "", LOCALHOST, "localhost"):
-        raise SystemExit(f"refusing to talk to {host!r}: this benchmark only uses {LOCALHOST}")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((LOCALHOST, 0))
-        return sock.getsockname()[1]
-
-
-# --- database, seed ----------------------------------------------------------------------------
-
-
-def seed() -> str:
-    """A customer with an API token and the two products of the body; returns the token."""
-    from django.contrib.auth import get_user_model
-    from rest_framework.authtoken.models import Token
-
-    from orders.models import Product
-
-    user = get_user_model().objects.create_user(username="bench", password="bench-orderflow")
-    for sku, price in (("BENCH-A", "10.00"), ("BENCH-B", "4.50")):
-        Product.objects.create(
-            sku=sku, name=sku, price=Decimal(price), currency="EUR", stock=1_000_000_000
-        )
-    return Token.objects.create(user=user).key
-
-
-# --- gunicorn ----------------------------------------------------------------------------------
-
-
-class Gunicorn:
-    def __init__(
-        self,
-        *,
-        port: int,
-        workers: int,
-        threads: int,
-        env: dict[str, str],
-        log_path: Path,
-        wsgi_app: str,
-        worker_class: str | None = None,
-    ) -> None:
-        self.port = port
-        self.log_path = log_path
-        # An ASGI worker class (uvicorn's) takes no --threads: its requests are coroutines.
-        workers_args = (
-            ["--worker-class", worker_class, "--forwarded-allow-ips", ""]
-            if worker_class
-            else ["--threads", str(threads)]
-        )
-        with open(log_path, "wb") as log:
-            self.process = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "gunicorn",
-                    wsgi_app,
-                    "--bind",
-                    f"{LOCALHOST}:{port}",
-                    "--workers",
-                    str(workers),
-                    *workers_args,
-                    "--access-logfile",
-                    "-",  # as the Procfile: the cost of the access log is part of serving
-                    "--no-control-socket",  # the default path is shared with other gunicorns
-                ],
-                cwd=BASE_DIR,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # its own process group: SIGTERM reaches the workers
-            )
-
-    def wait_ready(self, token: str, timeout: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"gunicorn exited:\n{self.log_path.read_text()[-3000:]}")
-            with contextlib.suppress(OSError, http.client.HTTPException):
-                connection = http.client.HTTPConnection(LOCALHOST, self.port, timeout=5)
-                connection.request(
-                    "GET", "/api/products/", headers={"Authorization": f"Token {token}"}
-                )
-                status = connection.getresponse().status
-                connection.close()
-                if status == 200:
-                    return
-            time.sleep(0.2)
-        raise RuntimeError(f"gunicorn not ready within {timeout:.0f}s; log {self.log_path}")
-
-    def stop(self, timeout: float = 30.0) -> None:
-        if self.process.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(timeout=10)
-
-
 # --- load generators ---------------------------------------------------------------------------
 
-# One Lua state per wrk thread: each numbers its requests, so every Idempotency-Key is unique;
-# `done` sums the threads' status counts and prints one JSON line.
-WRK_SCRIPT = r"""
-local threads = {}
-local counter = 0
-local prefix = ""
+# wrk's report, shared by every script: each thread counts its answers' statuses; `done` sums them
+# and prints one JSON line. A script adds its own setup (which appends to `threads`) and init.
+WRK_REPORT = r"""
+threads = {}
 statuses = {}
-
-function setup(thread)
-  table.insert(threads, thread)
-  thread:set("thread_number", #threads)
-end
-
-function init(args)
-  prefix = args[1] .. "-" .. thread_number .. "-"
-  wrk.method = "POST"
-  wrk.body = args[2]
-  wrk.headers["Content-Type"] = "application/json"
-  wrk.headers["Authorization"] = "Token " .. args[3]
-end
-
-function request()
-  counter = counter + 1
-  wrk.headers["Idempotency-Key"] = prefix .. counter
-  return wrk.format()
-end
 
 function response(status, headers, body)
   statuses[status] = (statuses[status] or 0) + 1
@@ -284,16 +161,44 @@ function done(summary, latency, requests)
 end
 """
 
+# One Lua state per wrk thread: each numbers its requests, so every Idempotency-Key is unique.
+WRK_SCRIPT = (
+    WRK_REPORT
+    + r"""
+local counter = 0
+local prefix = ""
 
-def run_wrk(
-    *, script: Path, port: int, endpoint: Endpoint, seconds: float, connections: int, token: str
-) -> tuple[int, float, float, float, Counter, int]:
-    run_id = uuid.uuid4().hex[:12]
+function setup(thread)
+  table.insert(threads, thread)
+  thread:set("thread_number", #threads)
+end
+
+function init(args)
+  prefix = args[1] .. "-" .. thread_number .. "-"
+  wrk.method = "POST"
+  wrk.body = args[2]
+  wrk.headers["Content-Type"] = "application/json"
+  wrk.headers["Authorization"] = "Token " .. args[3]
+end
+
+function request()
+  counter = counter + 1
+  wrk.headers["Idempotency-Key"] = prefix .. counter
+  return wrk.format()
+end
+"""
+)
+
+
+def wrk(
+    *, script: Path, url: str, seconds: float, connections: int, args: list[str], threads: int = 2
+) -> dict:
+    """One wrk run with a script built on WRK_REPORT; its BENCH_RESULT line, parsed."""
     result = subprocess.run(
         [
             "wrk",
             "--threads",
-            str(min(2, connections)),
+            str(min(threads, connections)),
             "--connections",
             str(connections),
             "--duration",
@@ -302,11 +207,9 @@ def run_wrk(
             "5s",
             "--script",
             str(script),
-            f"http://{LOCALHOST}:{port}{endpoint.path}",
+            url,
             "--",
-            run_id,
-            json.dumps(BODY),
-            token,
+            *args,
         ],
         capture_output=True,
         text=True,
@@ -317,12 +220,26 @@ def run_wrk(
     if result.returncode or not lines:
         raise RuntimeError(f"wrk failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
     data = json.loads(lines[-1].removeprefix("BENCH_RESULT "))
+    data["statuses"] = Counter({int(status): count for status, count in data["statuses"].items()})
+    return data
+
+
+def run_wrk(
+    *, script: Path, port: int, endpoint: Endpoint, seconds: float, connections: int, token: str
+) -> tuple[int, float, float, float, Counter, int]:
+    data = wrk(
+        script=script,
+        url=f"http://{LOCALHOST}:{port}{endpoint.path}",
+        seconds=seconds,
+        connections=connections,
+        args=[uuid.uuid4().hex[:12], json.dumps(BODY), token],
+    )
     return (
         data["requests"],
         data["duration_us"] / 1e6,
         data["p50_us"] / 1000,
         data["p99_us"] / 1000,
-        Counter({int(status): count for status, count in data["statuses"].items()}),
+        data["statuses"],
         data["socket_errors"],
     )
 
@@ -535,7 +452,6 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--unloaded 0-60")
     if not (1 <= args.connections <= 256 and 1 <= args.workers <= 32 and 1 <= args.threads <= 64):
         parser.error("--connections 1-256, --workers 1-32, --threads 1-64")
-    require_local(args.redis_url)
     loadgen = args.loadgen
     if loadgen == "auto":
         loadgen = "wrk" if shutil.which("wrk") else "python"
@@ -550,45 +466,27 @@ def main(argv: list[str] | None = None) -> int:
     script.write_text(WRK_SCRIPT)
     load_average = os.getloadavg()[0]
     runs: list[Run] = []
-    with postgres_database(BENCH_DATABASE) as database_url:
-        env = {
-            **os.environ,
-            "DJANGO_SETTINGS_MODULE": SETTINGS_MODULE,
-            "DATABASE_URL": database_url,
-            "CELERY_BROKER_URL": args.redis_url,
-            "REDIS_URL": args.redis_url,
-            "CACHE_URL": args.redis_url,
-            "ORDER_CREATE_THROTTLE_RATE": "1000000/s",  # measured, but never in the way
-            # Production mode over plain HTTP on loopback.
-            "DEBUG": "0",
-            "SECRET_KEY": "bench-api-" + uuid.uuid4().hex,
-            "SECURE_SSL_REDIRECT": "0",
-            "ALLOWED_HOSTS": LOCALHOST,
-            "LOG_LEVEL": args.log_level,
-        }
-        os.environ.update(env)
-        migrate(env)
-
-        import django
-
-        django.setup()
-        import redis
-
-        token = seed()
+    env = environment(
+        settings=SETTINGS_MODULE,
+        redis_url=args.redis_url,
+        ORDER_CREATE_THROTTLE_RATE="1000000/s",  # measured, but never in the way
+        LOG_LEVEL=args.log_level,
+        **production_mode("api"),
+    )
+    port = free_port()
+    with django_database(BENCH_DATABASE, env) as env:
+        token = api_token(seed())
         redis_client = redis.Redis.from_url(args.redis_url)
-        redis_client.flushdb()
-        port = free_port()
-        server = Gunicorn(
-            port=port,
-            workers=args.workers,
-            threads=args.threads,
+        server = web(
             env=env,
             log_path=workdir / "gunicorn.log",
-            wsgi_app=app,
+            port=port,
+            app=app,
+            workers=args.workers,
+            threads=args.threads,
             worker_class=worker_class,
         )
-        try:
-            server.wait_ready(token)
+        with server:
 
             def load(endpoint: Endpoint, seconds: float, label: str, connections: int) -> Run:
                 if loadgen == "wrk":
@@ -618,7 +516,7 @@ def main(argv: list[str] | None = None) -> int:
                 return run
 
             print(
-                f"database {database_url} (PostgreSQL); redis {args.redis_url}, no worker; "
+                f"database {env['DATABASE_URL']} (PostgreSQL); redis {args.redis_url}, no worker; "
                 f"gunicorn {args.workers} x "
                 f"{'uvicorn (ASGI)' if asgi else args.threads}; {loadgen}, "
                 f"{args.connections} connections",
@@ -633,10 +531,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.unloaded:
                 for endpoint in ENDPOINTS:
                     runs.append(load(endpoint, args.unloaded, UNLOADED, 1))
-        finally:
-            server.stop()
         checks = rows_checks(runs, args.connections, redis_client)
-        redis_client.flushdb()
     measured = [run for run in runs if run.label not in ("warm-up", UNLOADED)]
     unloaded = [run for run in runs if run.label == UNLOADED]
     summaries = {endpoint.key: Summary(endpoint) for endpoint in ENDPOINTS}

@@ -13,7 +13,8 @@ database), the batch's makespan (first batch order accepted -> last terminal) ag
 floor, no 429. The baseline in the same run is the first-come-first-served limiter
 (`@PAYMENT_PROVIDER_LIMITER=fifo`).
 
-The harness is bench/rate_limit.py's (it is imported, not copied): a fresh PostgreSQL database
+The setup is bench/rate_limit.py's (its workers and configurations are imported, not copied;
+the processes come from project/processes.py and bench/support.py): a fresh PostgreSQL database
 (created and dropped; --db sqlite works too), its own Redis database (flushed before each
 configuration), the sandbox provider with the real 2 req/s rolling limit in a process of its
 own, real prefork `celery worker` processes per configuration, orders created through
@@ -36,6 +37,8 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+import redis
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 if str(BASE_DIR) not in sys.path:  # `python bench/fairness.py` puts bench/, not the project
     sys.path.insert(0, str(BASE_DIR))
@@ -44,18 +47,23 @@ from bench.rate_limit import (  # noqa: E402
     PROVIDER_RATE,
     SKU,
     Config,
-    SandboxProcess,
-    bench_database,
     disable_task_rate_limits,
     parse_config,
-    require_local,
-    seed,
+    seed_customer,
     workers_running,
 )
-from bench.support import LOCALHOST, migrate, percentile  # noqa: E402
+from bench.support import (  # noqa: E402
+    LOCMEM_EMAIL,
+    django_database,
+    environment,
+    percentile,
+    sandbox_process,
+    seed,
+)
+from project.processes import ChildServer  # noqa: E402
 
 BENCH_DATABASE = "orderflow_bench_fairness"
-DEFAULT_REDIS_URL = f"redis://{LOCALHOST}:6379/12"
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/12"
 DEFAULT_CONFIGS = ["2x4@PAYMENT_PROVIDER_LIMITER=fifo", "2x4"]
 TARGET_P99 = 3.0
 TARGET_RATIO = 1.05
@@ -112,7 +120,7 @@ def run_config(
     timeout: float,
     bob,
     alice,
-    sandbox: SandboxProcess,
+    sandbox: ChildServer,
     redis_client,
     base_env: dict[str, str],
     logdir: Path,
@@ -130,7 +138,7 @@ def run_config(
     with workers_running(config, base_env, logdir) as workers:
         if not config.task_rate_limit:
             disable_task_rate_limits(len(workers))
-        sandbox.reset()
+        sandbox.call("reset")
         print(f"[{config.name}] batch of {batch_size}, a single order every {every:g} s")
         batch, _ = batch_create(user=bob, orders=[_body() for _ in range(batch_size)])
         batch_orders = Order.objects.filter(batch=batch)
@@ -155,7 +163,7 @@ def run_config(
             and time.monotonic() < single_deadline
         ):
             time.sleep(POLL_INTERVAL)
-        stats, _arrivals = sandbox.collect()
+        stats = sandbox.call("stats")
         # The limiter's own log of who got each slot (same Redis key whatever the algorithm).
         limit, window = parse_rate(PROVIDER_RATE)
         grant_log = SlidingWindowLimiter(
@@ -264,63 +272,47 @@ def main(argv: list[str] | None = None) -> int:
     if not 1 <= args.batch <= 500:
         parser.error("--batch: 1-500")
     timeout = args.timeout or 2 * args.batch + 60
-    require_local(args.redis_url)
+    from project.ratelimit import parse_rate
 
+    limit, window = parse_rate(PROVIDER_RATE)
+    env = environment(
+        settings="project.settings",
+        redis_url=args.redis_url,
+        PAYMENT_PROVIDER_RATE_LIMIT=PROVIDER_RATE,
+        EMAIL_BACKEND=LOCMEM_EMAIL,
+    )
     workdir = Path(tempfile.mkdtemp(prefix="orderflow-fairness-"))
     results: list[Result] = []
-    with bench_database(args.db, workdir, args.database_name) as database_url:
-        print(f"database {database_url}; redis {args.redis_url}; logs {workdir}", flush=True)
-        from project.ratelimit import parse_rate
-
-        limit, window = parse_rate(PROVIDER_RATE)
-        sandbox = SandboxProcess(rate_limit=limit, window=window, priority=args.sandbox_priority)
-        try:
-            base_env = {
-                **os.environ,
-                "DJANGO_SETTINGS_MODULE": "project.settings",
-                "DATABASE_URL": database_url,
-                "CELERY_BROKER_URL": args.redis_url,
-                "REDIS_URL": args.redis_url,
-                "CACHE_URL": args.redis_url,
-                "EMAIL_BACKEND": "django.core.mail.backends.locmem.EmailBackend",
-                "PAYMENT_PROVIDER_URL": sandbox.url,
-                "PAYMENT_PROVIDER_RATE_LIMIT": PROVIDER_RATE,
-            }
-            os.environ.update(base_env)
-            os.environ["LOG_LEVEL"] = "WARNING"
-            migrate(base_env)
-
-            import django
-
-            django.setup()
-            import redis
-            from django.contrib.auth import get_user_model
-
-            bob = seed()
-            alice = get_user_model().objects.create_user(
-                username="alice", password="bench-orderflow"
-            )
-            names = {str(bob.pk): "bob", str(alice.pk): "alice"}
-            redis_client = redis.Redis.from_url(args.redis_url)
-            for config in configs:
-                results.append(
-                    run_config(
-                        config,
-                        batch_size=args.batch,
-                        every=args.every,
-                        timeout=timeout,
-                        bob=bob,
-                        alice=alice,
-                        sandbox=sandbox,
-                        redis_client=redis_client,
-                        base_env=base_env,
-                        logdir=workdir,
-                    )
+    with (
+        sandbox_process(rate_limit=limit, window=window, priority=args.sandbox_priority) as sandbox,
+        django_database(
+            args.database_name,
+            {**env, "PAYMENT_PROVIDER_URL": sandbox.url},
+            kind=args.db,
+            workdir=workdir,
+        ) as base_env,
+    ):
+        print(f"database {base_env['DATABASE_URL']}; redis {args.redis_url}; logs {workdir}")
+        bob = seed_customer()
+        alice = seed(username="alice", products={})
+        names = {str(bob.pk): "bob", str(alice.pk): "alice"}
+        redis_client = redis.Redis.from_url(args.redis_url)
+        for config in configs:
+            results.append(
+                run_config(
+                    config,
+                    batch_size=args.batch,
+                    every=args.every,
+                    timeout=timeout,
+                    bob=bob,
+                    alice=alice,
+                    sandbox=sandbox,
+                    redis_client=redis_client,
+                    base_env=base_env,
+                    logdir=workdir,
                 )
-                print_table(results[-1:], names)
-            redis_client.flushdb()
-        finally:
-            sandbox.stop()
+            )
+            print_table(results[-1:], names)
     print(f"\nbatch {args.batch}, a single order every {args.every:g} s, {os.cpu_count()} CPUs")
     print_table(results, names)
     for path in workdir.iterdir():

@@ -36,10 +36,11 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import redis
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 if str(BASE_DIR) not in sys.path:  # `python bench/held.py` puts bench/, not the project
@@ -49,17 +50,25 @@ from bench.api import (  # noqa: E402
     ASGI_WORKER_CLASS,
     BODY,
     BROKER_QUEUES,
+    WRK_REPORT,
     WRK_SCRIPT,
     Endpoint,
-    Gunicorn,
-    free_port,
-    require_local,
     run_wrk,
+    wrk,
 )
-from bench.support import LOCALHOST, migrate, postgres_database  # noqa: E402
+from bench.support import (  # noqa: E402
+    BENCH_PRODUCTS,
+    api_token,
+    django_database,
+    environment,
+    production_mode,
+    sandbox_process,
+    seed,
+)
+from project.processes import LOCALHOST, Worker, free_port, web  # noqa: E402
 
 BENCH_DATABASE = "orderflow_bench_held"
-DEFAULT_REDIS_URL = f"redis://{LOCALHOST}:6379/11"
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/11"
 WATCHED_ORDERS = 10
 PER_USER = 8  # LIVE_MAX_HELD_PER_USER's default: every held user holds exactly its cap
 WAIT_SECONDS = 30
@@ -67,31 +76,13 @@ TARGET_RATIO = 0.9
 TARGET_P99_MS = 100.0
 ORDERS = Endpoint("product", "POST /api/orders/", "/api/orders/", 202)
 
-GET_SCRIPT = r"""
-statuses = {}
-local threads = {}
+GET_SCRIPT = (
+    WRK_REPORT
+    + r"""
 function setup(thread) table.insert(threads, thread) end
 function init(args) wrk.headers["Authorization"] = "Token " .. args[1] end
-function response(status, headers, body) statuses[status] = (statuses[status] or 0) + 1 end
-function done(summary, latency, requests)
-  local merged = {}
-  for _, thread in ipairs(threads) do
-    for status, count in pairs(thread:get("statuses")) do
-      merged[status] = (merged[status] or 0) + count
-    end
-  end
-  local parts = {}
-  for status, count in pairs(merged) do
-    table.insert(parts, string.format('"%d": %d', status, count))
-  end
-  local errors = summary.errors
-  io.write(string.format(
-    'BENCH_RESULT {"requests": %d, "duration_us": %d, "p50_us": %d, "p99_us": %d, '
-      .. '"socket_errors": %d, "statuses": {%s}}\n',
-    summary.requests, summary.duration, latency:percentile(50), latency:percentile(99),
-    errors.connect + errors.read + errors.write + errors.timeout, table.concat(parts, ", ")))
-end
 """
+)
 
 
 @dataclass
@@ -106,36 +97,6 @@ class Load:
     socket_errors: int
 
 
-def run_wrk_get(*, script: Path, port: int, path: str, seconds: float, connections: int, token):
-    result = subprocess.run(
-        [
-            "wrk",
-            "--threads",
-            "1",
-            "--connections",
-            str(connections),
-            "--duration",
-            f"{seconds:g}s",
-            "--timeout",
-            "5s",
-            "--script",
-            str(script),
-            f"http://{LOCALHOST}:{port}{path}",
-            "--",
-            token,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=seconds + 60,
-        check=False,
-    )
-    lines = [line for line in result.stdout.splitlines() if line.startswith("BENCH_RESULT ")]
-    if result.returncode or not lines:
-        raise RuntimeError(f"wrk failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
-    data = json.loads(lines[-1].removeprefix("BENCH_RESULT "))
-    return data
-
-
 def load(*, workdir: Path, port: int, seconds: float, token: str) -> Load:
     """POST /api/orders/ and GET /api/products/ at the same time, each with its own wrk."""
     post_script = workdir / "orders.lua"
@@ -145,13 +106,13 @@ def load(*, workdir: Path, port: int, seconds: float, token: str) -> Load:
     results: dict[str, object] = {}
 
     def products() -> None:
-        results["products"] = run_wrk_get(
+        results["products"] = wrk(
             script=get_script,
-            port=port,
-            path="/api/products/",
+            url=f"http://{LOCALHOST}:{port}/api/products/",
             seconds=seconds,
             connections=4,
-            token=token,
+            args=[token],
+            threads=1,
         )
 
     getter = threading.Thread(target=products)
@@ -168,7 +129,7 @@ def load(*, workdir: Path, port: int, seconds: float, token: str) -> Load:
         products_rps=data["requests"] / (data["duration_us"] / 1e6),
         products_p50_ms=data["p50_us"] / 1000,
         products_p99_ms=data["p99_us"] / 1000,
-        products_statuses=Counter({int(k): v for k, v in data["statuses"].items()}),
+        products_statuses=data["statuses"],
         socket_errors=errors + data["socket_errors"],
     )
 
@@ -261,18 +222,14 @@ async def hold_wait(held: Held, port: int, token: str, timeout: float) -> None:
 # --- the stack -----------------------------------------------------------------------------------
 
 
-def seed(held: int) -> dict:
+def seed_held(held: int) -> dict:
     from django.contrib.auth import get_user_model
-    from rest_framework.authtoken.models import Token
 
-    from orders.models import Product
     from orders.services import order_create
 
     users = get_user_model().objects
-    for sku, price in (("BENCH-A", "10.00"), ("BENCH-B", "4.50")):
-        Product.objects.create(sku=sku, name=sku, price=price, currency="EUR", stock=10**9)
-    loader = users.create_user(username="loader", password="bench-orderflow")
-    customer = users.create_user(username="watched", password="bench-orderflow")
+    loader = seed(username="loader", products=BENCH_PRODUCTS)
+    customer = seed(username="watched", products={})
     watched = [
         order_create(user=customer, lines=BODY["lines"], payment_token="tok_ok")[0].pk
         for _ in range(WATCHED_ORDERS)
@@ -285,11 +242,11 @@ def seed(held: int) -> dict:
         for number in range(-(-clients // PER_USER)):
             # No password: a hash per user would take minutes; the clients use tokens.
             user = users.create_user(username=f"{prefix}{number}", password=None, **extra)
-            keys += [Token.objects.create(user=user).key] * PER_USER
+            keys += [api_token(user)] * PER_USER
         return keys[:clients]
 
     return {
-        "loader": Token.objects.create(user=loader).key,
+        "loader": api_token(loader),
         "watched": watched,
         "stream_tokens": tokens("support", streams, is_staff=True),
         "wait_tokens": tokens("waiter", waits),
@@ -316,23 +273,6 @@ def held_slots(redis_client) -> int:
     return sum(
         redis_client.zcard(key) for key in redis_client.scan_iter(match="*:live:held:*", count=1000)
     )
-
-
-def start(command: list[str], env: dict, log: Path) -> subprocess.Popen:
-    with open(log, "wb") as out:
-        return subprocess.Popen(
-            command, cwd=BASE_DIR, env=env, stdout=out, stderr=subprocess.STDOUT
-        )
-
-
-def stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
 
 
 async def held_phase(args, port, data, redis_client, server_pid, workdir, env, celery_app):
@@ -370,33 +310,12 @@ async def held_phase(args, port, data, redis_client, server_pid, workdir, env, c
     drop_queued_messages(redis_client)
     for order_id in data["watched"]:
         celery_app.send_task("orders.start_pipeline", args=[str(order_id)])
-    worker = start(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "project",
-            "worker",
-            "--pool",
-            "prefork",
-            "--concurrency",
-            "2",
-            "--queues",
-            "orders,provider,notifications",
-            "--loglevel",
-            "WARNING",
-            "--without-gossip",
-            "--without-mingle",
-        ],
-        env,
-        workdir / "worker.log",
-    )
+    worker = Worker(env=env, log_path=workdir / "worker.log", loglevel="WARNING")
     drained_from = time.monotonic()
     try:
         await asyncio.gather(*tasks)
     finally:
-        stop(worker)
+        worker.stop()
     return {
         "streams": streams,
         "waits": waits,
@@ -419,75 +338,48 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not (2 <= args.held <= 2000 and 3 <= args.duration <= 25):
         parser.error("--held 2-2000, --duration 3-25 (the waits last 30 s)")
-    require_local(args.redis_url)
     if not shutil.which("wrk"):
         parser.error("wrk is not installed (apt-get install wrk)")
     workdir = Path(tempfile.mkdtemp(prefix="orderflow-bench-held-"))
     load_average = os.getloadavg()[0]
-    with postgres_database(BENCH_DATABASE) as database_url:
-        provider_port, port = free_port(), free_port()
-        env = {
-            **os.environ,
-            "DJANGO_SETTINGS_MODULE": "project.settings",
-            "DATABASE_URL": database_url,
-            "CELERY_BROKER_URL": args.redis_url,
-            "REDIS_URL": args.redis_url,
-            "CACHE_URL": args.redis_url,
-            "PAYMENT_PROVIDER_URL": f"http://{LOCALHOST}:{provider_port}",
-            "ORDER_CREATE_THROTTLE_RATE": "1000000/s",
-            "DEBUG": "0",
-            "SECRET_KEY": "bench-held-" + uuid.uuid4().hex,
-            "SECURE_SSL_REDIRECT": "0",
-            "ALLOWED_HOSTS": LOCALHOST,
-            "LOG_LEVEL": "WARNING",
-            "LIVE_MAX_HELD_PER_USER": str(PER_USER),
-        }
-        os.environ.update(env)
-        migrate(env)
-        import django
-
-        django.setup()
-        import redis
-
+    env = environment(
+        settings="project.settings",
+        redis_url=args.redis_url,
+        ORDER_CREATE_THROTTLE_RATE="1000000/s",
+        LOG_LEVEL="WARNING",
+        LIVE_MAX_HELD_PER_USER=str(PER_USER),
+        **production_mode("held"),
+    )
+    port = free_port()
+    with (
+        sandbox_process(rate_limit=2) as sandbox,  # the provider's real 2 req/s
+        django_database(BENCH_DATABASE, {**env, "PAYMENT_PROVIDER_URL": sandbox.url}) as env,
+    ):
         from project.celery import app as celery_app
 
         redis_client = redis.Redis.from_url(args.redis_url)
-        redis_client.flushdb()
-        data = seed(args.held)
-        sandbox = start(
-            [sys.executable, "manage.py", "run_sandbox_provider", "--port", str(provider_port)],
-            env,
-            workdir / "sandbox.log",
-        )
-        server = Gunicorn(
-            port=port,
-            workers=2,
-            threads=1,
+        data = seed_held(args.held)
+        server = web(
             env=env,
             log_path=workdir / "gunicorn.log",
-            wsgi_app="project.asgi:application",
+            port=port,
+            app="project.asgi:application",
+            workers=2,
             worker_class=ASGI_WORKER_CLASS,
         )
-        try:
-            server.wait_ready(data["loader"])
+        with server as process:
             print(f"server up; load average {load_average:.2f}; baseline ...", flush=True)
             load(workdir=workdir, port=port, seconds=3, token=data["loader"])  # warm-up
             baseline = load(workdir=workdir, port=port, seconds=args.duration, token=data["loader"])
             print(f"baseline: {baseline}", flush=True)
             result = asyncio.run(
-                held_phase(
-                    args, port, data, redis_client, server.process.pid, workdir, env, celery_app
-                )
+                held_phase(args, port, data, redis_client, process.pid, workdir, env, celery_app)
             )
             server_5xx = sum(
                 1
                 for line in (workdir / "gunicorn.log").read_text(errors="replace").splitlines()
                 if '" 5' in line
             )
-        finally:
-            server.stop()
-            stop(sandbox)
-            redis_client.flushdb()
     return report(args, baseline, result, server_5xx, load_average)
 
 

@@ -40,11 +40,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import multiprocessing
 import os
 import re
-import signal
-import subprocess
 import sys
 import tempfile
 import threading
@@ -52,25 +49,32 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from decimal import Decimal
 from pathlib import Path
 from urllib.parse import urlsplit
+
+import redis
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 if str(BASE_DIR) not in sys.path:  # `python bench/rate_limit.py` puts bench/, not the project
     sys.path.insert(0, str(BASE_DIR))
 
 from bench.jitter_proxy import JitterProxyProcess, parse_delay  # noqa: E402
-from bench.support import LOCALHOST, migrate, postgres_answers, postgres_database  # noqa: E402
+from bench.support import (  # noqa: E402
+    LOCMEM_EMAIL,
+    django_database,
+    environment,
+    sandbox_process,
+    seed,
+)
+from project.processes import ChildServer, Worker, stop_all  # noqa: E402
 
 BENCH_DATABASE = "orderflow_bench"
-DEFAULT_REDIS_URL = f"redis://{LOCALHOST}:6379/13"
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/13"
 DEFAULT_CONFIGS = ["1x1", "2x4", "4x2", "2x4-celery-only"]
 JITTERY_CONFIGS = ["2x4+jitter@PAYMENT_PROVIDER_RATE_ADAPTIVE=0", "2x4+jitter"]
 JITTER_TARGET_RATIO = 1.10
 JITTER_MAX_429_RATE = 1 / 200
 PROVIDER_TASKS = ("orders.authorize_payment", "orders.confirm_order")
-QUEUES = "orders,provider,notifications"
 SKU = "BENCH-1"
 RATE_LIMIT_WAIT_MESSAGE = "waiting for the provider's rate limit"  # orders/provider/client.py
 PROVIDER_RATE = "2/s"  # the provider's contract (SPEC 4), per API key, rolling window
@@ -126,179 +130,9 @@ def file_name(config_name: str) -> str:
     return re.sub(r"[^A-Za-z0-9.=-]+", "_", config_name)
 
 
-def require_local(url: str) -> None:
-    host = urlsplit(url).hostname
-    if host not in (None, "", LOCALHOST, "localhost"):
-        raise SystemExit(f"refusing to talk to {host!r}: this benchmark only uses {LOCALHOST}")
-
-
-# --- database --------------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def bench_database(kind: str, workdir: Path, name: str = BENCH_DATABASE) -> Iterator[str]:
-    """Yield the DATABASE_URL of a fresh, empty database; drop it afterwards."""
-    if kind == "auto":
-        kind = "postgres" if postgres_answers() else "sqlite"
-    if kind == "sqlite":
-        yield f"sqlite:///{workdir / 'bench.sqlite3'}"  # the temp dir goes with the run
-        return
-    with postgres_database(name) as url:
-        yield url
-
-
-def seed():
+def seed_customer():
     """A customer and one product with stock for any run."""
-    from django.contrib.auth import get_user_model
-
-    from orders.models import Product
-
-    user = get_user_model().objects.create_user(username="bench", password="bench-orderflow")
-    Product.objects.create(
-        sku=SKU, name="Bench item", price=Decimal("10.00"), currency="EUR", stock=1_000_000_000
-    )
-    return user
-
-
-# --- the sandbox provider, in its own process --------------------------------------------------
-
-
-class ArrivalClock:
-    """The sandbox's clock: it reads it once per arrival, so it also logs arrival times."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.arrivals: list[tuple[float, float]] = []  # (monotonic, wall)
-
-    def __call__(self) -> float:
-        now = time.monotonic()
-        with self._lock:
-            self.arrivals.append((now, time.time()))
-        return now
-
-    def reset(self) -> None:
-        with self._lock:
-            self.arrivals = []
-
-
-def _serve_sandbox(connection, rate_limit: int, window: float, priority: int) -> None:
-    """The sandbox's process: serve HTTP, answer reset/collect/stop over the pipe."""
-    from orders.provider.sandbox import SandboxProvider
-
-    if priority:
-        try:
-            os.nice(-priority)
-        except OSError:  # raising priority needs root or CAP_SYS_NICE
-            print(f"sandbox: could not raise priority by {priority}; running at nice 0")
-
-    clock = ArrivalClock()
-    provider = SandboxProvider(host=LOCALHOST, rate_limit=rate_limit, window=window, clock=clock)
-    provider.start()
-    connection.send(provider.url)
-    try:
-        while connection.poll(3600):  # the parent talks at least once per configuration
-            command = connection.recv()
-            if command == "reset":
-                provider.reset()
-                clock.reset()
-                connection.send(None)
-            elif command == "collect":
-                connection.send((provider.stats(), sorted(clock.arrivals)))
-            else:
-                break
-    finally:
-        provider.stop()
-
-
-class SandboxProcess:
-    """SandboxProvider in a process of its own: arrival times are taken by a server that shares
-    no interpreter lock with this script's order creation and polling, like a real provider."""
-
-    def __init__(self, rate_limit: int, window: float, priority: int = 0) -> None:
-        context = multiprocessing.get_context("spawn")
-        self._connection, child = context.Pipe()
-        self._process = context.Process(
-            target=_serve_sandbox, args=(child, rate_limit, window, priority), daemon=True
-        )
-        self._process.start()
-        self.url: str = self._receive()
-
-    def _receive(self, timeout: float = 30.0):
-        if not self._connection.poll(timeout):
-            raise RuntimeError("the sandbox provider's process did not answer")
-        return self._connection.recv()
-
-    def reset(self) -> None:
-        self._connection.send("reset")
-        self._receive()
-
-    def collect(self) -> tuple[dict, list[tuple[float, float]]]:
-        self._connection.send("collect")
-        return self._receive()
-
-    def stop(self) -> None:
-        with contextlib.suppress(OSError):
-            self._connection.send("stop")
-        self._process.join(timeout=10)
-        if self._process.is_alive():
-            self._process.kill()
-            self._process.join(timeout=5)
-
-
-# --- workers ---------------------------------------------------------------------------------
-
-
-class Worker:
-    def __init__(self, index: int, config: Config, env: dict[str, str], logdir: Path) -> None:
-        self.log_path = logdir / f"{file_name(config.name)}-worker{index}.log"
-        with open(self.log_path, "wb") as log:
-            self.process = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "celery",
-                    "-A",
-                    "project",
-                    "worker",
-                    "--pool",
-                    "prefork",
-                    "--concurrency",
-                    str(config.concurrency),
-                    "--queues",
-                    QUEUES,
-                    "--hostname",
-                    f"bench{index}@%h",
-                    "--loglevel",
-                    "INFO",
-                    "--without-gossip",
-                    "--without-mingle",
-                    "--task-events",  # task-retried events: how often tasks re-scheduled
-                ],
-                cwd=BASE_DIR,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # its own process group: signals reach the pool too
-            )
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-    def check_alive(self) -> None:
-        if self.process.poll() is not None:
-            raise RuntimeError(f"worker exited during start-up:\n{self.log()[-3000:]}")
-
-    def stop(self, timeout: float = 30.0) -> None:
-        if self.process.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGTERM)  # warm shutdown
-        try:
-            self.process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(timeout=10)
+    return seed(products={SKU: "10.00"})
 
 
 @contextlib.contextmanager
@@ -315,28 +149,27 @@ def workers_running(
         **({"PAYMENT_PROVIDER_URL": provider_url} if provider_url else {}),
         **config.env,
     }
+    from project.celery import app
+
     workers: list[Worker] = []
     try:
         for index in range(config.workers):
-            workers.append(Worker(index, config, env, logdir))
+            workers.append(
+                Worker(
+                    env=env,
+                    log_path=logdir / f"{file_name(config.name)}-worker{index}.log",
+                    concurrency=config.concurrency,
+                    name=f"bench{index}",
+                    task_events=True,  # task-retried events: how often tasks re-scheduled
+                )
+            )
         # Ready = answers a remote-control ping (the control consumer starts after the task
         # consumer); independent of what the workers' logging prints.
-        from project.celery import app
-
-        deadline = time.monotonic() + timeout
-        while len(app.control.ping(timeout=0.5, limit=config.workers)) < config.workers:
-            for worker in workers:
-                worker.check_alive()
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"workers not ready within {timeout:.0f}s; logs in {logdir}")
+        for worker in workers:
+            worker.wait_ready(timeout, app=app)
         yield workers
     finally:
-        for worker in workers:  # SIGTERM all first, so their warm shutdowns overlap
-            if worker.process.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(worker.process.pid, signal.SIGTERM)
-        for worker in workers:
-            worker.stop()
+        stop_all(workers)  # SIGTERM all first, so their warm shutdowns overlap
 
 
 def disable_task_rate_limits(expected_replies: int) -> None:
@@ -493,7 +326,7 @@ def run_config(
     orders: int,
     timeout: float,
     user,
-    sandbox: SandboxProcess,
+    sandbox: ChildServer,
     redis_client,
     base_env: dict[str, str],
     logdir: Path,
@@ -512,7 +345,7 @@ def run_config(
     with workers_running(config, base_env, logdir, provider_url=provider_url) as workers:
         if not config.task_rate_limit:
             disable_task_rate_limits(len(workers))
-        sandbox.reset()
+        sandbox.call("reset")
         print(f"[{config.name}] creating {orders} orders", flush=True)
         with RetryCounter() as retries:
             ids = [
@@ -530,7 +363,7 @@ def run_config(
                 done = terminal.count()
             if done < orders:
                 print(f"[{config.name}] timeout: {done}/{orders} terminal after {timeout:.0f}s")
-            stats, arrivals = sandbox.collect()
+            stats, arrivals = sandbox.call("stats"), sandbox.call("arrivals")
     statuses = Counter(placed.values_list("status", flat=True))
     bounds = placed.aggregate(first=Min("created_at"), last=Max("updated_at"))
     margin = float(
@@ -673,74 +506,68 @@ def main(argv: list[str] | None = None) -> int:
     if not 1 <= args.orders <= 5000:
         parser.error("--orders: 1-5000")
     timeout = args.timeout or 3 * args.orders + 60
-    require_local(args.redis_url)
     extra_env = dict(item.split("=", 1) for item in args.worker_env)
 
+    from project.ratelimit import parse_rate
+
+    limit, window = parse_rate(PROVIDER_RATE)
+    env = environment(
+        settings="project.settings",
+        redis_url=args.redis_url,
+        PAYMENT_PROVIDER_RATE_LIMIT=PROVIDER_RATE,
+        EMAIL_BACKEND=LOCMEM_EMAIL,
+        **extra_env,
+    )
     workdir = Path(tempfile.mkdtemp(prefix="orderflow-bench-"))
     results: list[Result] = []
-    with bench_database(args.db, workdir, args.database_name) as database_url:
-        print(f"database {database_url}; redis {args.redis_url}; logs {workdir}", flush=True)
+    with contextlib.ExitStack() as stack:
         # The sandbox's port is known only once it binds, so start it before the environment.
-        from project.ratelimit import parse_rate
-
-        limit, window = parse_rate(PROVIDER_RATE)
-        sandbox = SandboxProcess(rate_limit=limit, window=window, priority=args.sandbox_priority)
+        sandbox = stack.enter_context(
+            sandbox_process(
+                rate_limit=limit,
+                window=window,
+                log_arrivals=True,
+                priority=args.sandbox_priority,
+            )
+        )
         proxy = None
         if any(config.jitter for config in configs):
             upstream = urlsplit(sandbox.url)
             proxy = JitterProxyProcess((upstream.hostname, upstream.port), args.jitter)
+            stack.callback(proxy.stop)
             print(f"jittery link {proxy.url} -> {sandbox.url}: {args.jitter} s one way per chunk")
-        try:
-            base_env = {
-                **os.environ,
-                "DJANGO_SETTINGS_MODULE": "project.settings",
-                "DATABASE_URL": database_url,
-                "CELERY_BROKER_URL": args.redis_url,
-                "REDIS_URL": args.redis_url,
-                "CACHE_URL": args.redis_url,
-                # Notifications stay in memory: nothing leaves 127.0.0.1, whatever .env says.
-                "EMAIL_BACKEND": "django.core.mail.backends.locmem.EmailBackend",
-                "PAYMENT_PROVIDER_URL": sandbox.url,
-                "PAYMENT_PROVIDER_RATE_LIMIT": PROVIDER_RATE,
-                **extra_env,
-            }
-            os.environ.update(base_env)
-            os.environ["LOG_LEVEL"] = "WARNING"  # this process prints the table, not logs
-            migrate(base_env)
-
-            import django
-
-            django.setup()
-            import redis
-
-            user = seed()
-            redis_client = redis.Redis.from_url(args.redis_url)
-            for config in configs:
-                results.append(
-                    run_config(
-                        config,
-                        orders=args.orders,
-                        timeout=timeout,
-                        user=user,
-                        sandbox=sandbox,
-                        redis_client=redis_client,
-                        base_env=base_env,
-                        logdir=workdir,
-                        limit=limit,
-                        window=window,
-                        jitter_url=proxy.url if proxy else None,
-                    )
+        base_env = stack.enter_context(
+            django_database(
+                args.database_name,
+                {**env, "PAYMENT_PROVIDER_URL": sandbox.url},
+                kind=args.db,
+                workdir=workdir,
+            )
+        )
+        print(f"database {base_env['DATABASE_URL']}; redis {args.redis_url}; logs {workdir}")
+        user = seed_customer()
+        redis_client = redis.Redis.from_url(args.redis_url)
+        for config in configs:
+            results.append(
+                run_config(
+                    config,
+                    orders=args.orders,
+                    timeout=timeout,
+                    user=user,
+                    sandbox=sandbox,
+                    redis_client=redis_client,
+                    base_env=base_env,
+                    logdir=workdir,
+                    limit=limit,
+                    window=window,
+                    jitter_url=proxy.url if proxy else None,
                 )
-                print_table(results[-1:])
-                if args.dump_arrivals:
-                    args.dump_arrivals.mkdir(parents=True, exist_ok=True)
-                    path = args.dump_arrivals / f"{file_name(config.name)}.json"
-                    path.write_text(json.dumps([wall for _, wall in results[-1].arrivals]))
-            redis_client.flushdb()
-        finally:
-            if proxy is not None:
-                proxy.stop()
-            sandbox.stop()
+            )
+            print_table(results[-1:])
+            if args.dump_arrivals:
+                args.dump_arrivals.mkdir(parents=True, exist_ok=True)
+                path = args.dump_arrivals / f"{file_name(config.name)}.json"
+                path.write_text(json.dumps([wall for _, wall in results[-1].arrivals]))
     print(f"\n{args.orders} orders per configuration, {os.cpu_count()} CPUs")
     print_table(results)
     if args.keep_logs:
