@@ -239,11 +239,8 @@ DISPATCH_OPTIONS = {
 }
 
 
-@shared_task(name=workflow.START_PIPELINE, **DISPATCH_OPTIONS)
-def start_pipeline(order_id: str, run: int = 0, from_step: str | None = None) -> bool:
-    dispatch = services.order_dispatch_claim(order_id=order_id, run=run, from_step=from_step)
-    if dispatch is None:
-        return False
+def _send(dispatch: services.Dispatch) -> None:
+    """Send the canvas a claim won (its generation is in every message)."""
     pipeline.order_canvas(
         order_id=dispatch.order_id,
         run=dispatch.run,
@@ -251,6 +248,14 @@ def start_pipeline(order_id: str, run: int = 0, from_step: str | None = None) ->
         line_ids=dispatch.line_ids,
         lane=dispatch.lane,
     ).apply_async()
+
+
+@shared_task(name=workflow.START_PIPELINE, **DISPATCH_OPTIONS)
+def start_pipeline(order_id: str, run: int = 0, from_step: str | None = None) -> bool:
+    dispatch = services.order_dispatch_claim(order_id=order_id, run=run, from_step=from_step)
+    if dispatch is None:
+        return False
+    _send(dispatch)
     return True
 
 
@@ -279,13 +284,7 @@ def recover_orders() -> int:
     depths = queue_depths(set(workflow.STEP_QUEUES.values()))
     claims = services.order_recovery_claim(queue_depths=depths)
     for claim in claims:
-        pipeline.order_canvas(
-            order_id=claim.order_id,
-            run=claim.run,
-            from_step=claim.from_step,
-            line_ids=claim.line_ids,
-            lane=claim.lane,
-        ).apply_async()
+        _send(claim)
     services.batch_finish_all_done()
     return len(claims)
 

@@ -82,3 +82,30 @@ def payment_authorize(*, order_id: str, attempt: int = 1) -> Order:
             order=order, name="payment_authorized", attempt=attempt, detail={"payment": result.id}
         )
     return order
+
+
+def payment_provider_status(*, order: Order, payment: Payment | None) -> tuple[str, str | None]:
+    """What the provider holds for the order's payment now: (status, payment id), the status
+    one of "none", "declined", "authorized", "captured", "refunded". Asked, never assumed from our
+    rows (settlement and reconciliation both start here).
+
+    An authorization whose answer was lost has no id on our side: its own request is repeated
+    with its idempotency key, and the provider answers with its first outcome, acting no more.
+    """
+    if payment is None:
+        return "none", None
+    provider = provider_for(order)
+    if payment.status == PaymentStatus.PENDING or not payment.provider_payment_id:
+        result = provider.authorize(
+            amount=payment.amount,
+            currency=payment.currency,
+            source=order.payment_token,
+            reference=str(order.pk),
+            idempotency_key=idempotency_key_for(order, "authorize"),
+        )
+        if isinstance(result, Declined):
+            return "declined", None
+        return result.status, result.id
+    return provider.retrieve(payment_id=payment.provider_payment_id).status, (
+        payment.provider_payment_id
+    )

@@ -16,11 +16,10 @@ from django.utils import timezone
 
 from orders import workflow
 from orders.models import OrderStatus, Payment, PaymentStatus
-from orders.provider import Declined
 from orders.provider.errors import OrderflowError
 
 from .events import event_record
-from .payments import idempotency_key_for, provider_for
+from .payments import idempotency_key_for, payment_provider_status, provider_for
 
 logger = logging.getLogger(__name__)
 
@@ -50,23 +49,6 @@ def _payments_to_check():
         & Q(reconciled_at__isnull=True)
     )
     return Payment.objects.filter(not_final | settled_orders).select_related("order")
-
-
-def _provider_status(payment: Payment) -> tuple[str, str | None]:
-    order = payment.order
-    if not payment.provider_payment_id:
-        result = provider_for(order).authorize(
-            amount=payment.amount,
-            currency=payment.currency,
-            source=order.payment_token,
-            reference=str(order.pk),
-            idempotency_key=idempotency_key_for(order, "authorize"),
-        )
-        return ("declined", None) if isinstance(result, Declined) else (result.status, result.id)
-    provider = provider_for(order)
-    return provider.retrieve(payment_id=payment.provider_payment_id).status, (
-        payment.provider_payment_id
-    )
 
 
 def _fix(payment: Payment, provider_status: str, payment_id: str | None, dry_run: bool) -> dict:
@@ -99,7 +81,9 @@ def payments_reconcile(*, dry_run: bool = False, limit: int = 500) -> Reconcilia
     for payment in _payments_to_check().order_by("updated_at")[:limit]:
         report.checked += 1
         try:
-            provider_status, payment_id = _provider_status(payment)
+            provider_status, payment_id = payment_provider_status(
+                order=payment.order, payment=payment
+            )
         except OrderflowError as exc:
             report.errors += 1
             logger.warning(

@@ -14,38 +14,13 @@ interrupted anywhere is simply run again, by its own retries or by recovery.
 from django.db import transaction
 
 from orders.models import Order, OrderStatus, Payment, PaymentStatus
-from orders.provider import Declined
 
 from .events import event_record
 from .outcomes import order_finish
-from .payments import idempotency_key_for, provider_for
+from .payments import idempotency_key_for, payment_provider_status, provider_for
 from .stock import stock_release
 
 FAILED_REASON = "We could not complete this order. Nothing was charged."
-
-
-def _provider_truth(order: Order, payment: Payment | None) -> tuple[str, str | None]:
-    """(status at the provider, payment id): "none", "declined", "authorized", "captured",
-    "refunded"."""
-    if payment is None:
-        return "none", None
-    provider = provider_for(order)
-    if payment.status == PaymentStatus.PENDING or not payment.provider_payment_id:
-        # The authorization's answer was lost (or never came): repeat the request with its key;
-        # the provider answers with its first outcome and acts no more if it acted before.
-        result = provider.authorize(
-            amount=payment.amount,
-            currency=payment.currency,
-            source=order.payment_token,
-            reference=str(order.pk),
-            idempotency_key=idempotency_key_for(order, "authorize"),
-        )
-        if isinstance(result, Declined):
-            return "declined", None
-        return result.status, result.id
-    return provider.retrieve(payment_id=payment.provider_payment_id).status, (
-        payment.provider_payment_id
-    )
 
 
 def order_settle(*, order_id: str, attempt: int = 1) -> Order:
@@ -54,7 +29,7 @@ def order_settle(*, order_id: str, attempt: int = 1) -> Order:
     if order.status != OrderStatus.SETTLING:
         return order
     payment = Payment.objects.filter(order=order).first()
-    truth, payment_id = _provider_truth(order, payment)
+    truth, payment_id = payment_provider_status(order=order, payment=payment)
     if truth == "captured" and order.stock_held:
         with transaction.atomic():
             locked = Order.objects.select_for_update().get(pk=order_id)
