@@ -623,27 +623,25 @@ def test_each_step_delivered_twice_at_once_takes_effect_once(
             results = [task.apply_async(args=[order_id]) for _ in range(2)]
             return [result.get(timeout=30) for result in results]
 
-        assert deliver_twice(authorize_payment) == ["payment_authorized"] * 2
-        stats = provider.stats()
-        assert (stats["payments"], stats["captures"]) == (1, 0)
-        # Both runs reached the provider at once; its idempotency key made the twin a replay.
-        assert (stats["requests"], stats["idempotent_replays"]) == (2, 1)
-        assert Payment.objects.filter(order=order).count() == 1
-        assert order.events.filter(name="payment_authorized").count() == 1
-
-        assert deliver_twice(verify_cart) == ["cart_verified"] * 2
-        assert order.events.filter(name="cart_verified").count() == 1
-        assert provider.stats()["requests"] == 2
-        assert Product.objects.get(sku="BOOK-1").stock == 100
-
-        assert deliver_twice(confirm_order) == ["confirmed"] * 2
+        # Both copies of the authorization reach the provider at once; each that finds the order
+        # authorized sends the cart check, so the line checks run twice: the join moves it once.
+        deliver_twice(authorize_payment)
+        wait_for(lambda: Order.objects.get(pk=order.pk).is_terminal, timeout=60)
         stats = provider.stats()
         assert (stats["payments"], stats["captures"], stats["refunds"]) == (1, 1, 0)
-        # The twin captured at the same time too, and got the first capture's answer.
-        assert (stats["requests"], stats["idempotent_replays"]) == (4, 2)
-        assert Product.objects.get(sku="BOOK-1").stock == 98
-        for name in ("stock_reserved", "payment_captured", "confirmed"):
+        # The twin's authorization was an idempotent replay at the provider.
+        assert stats["idempotent_replays"] >= 1
+        assert Payment.objects.filter(order=order).count() == 1
+        for name in ("payment_authorized", "cart_verified", "stock_reserved", "confirmed"):
             assert order.events.filter(name=name).count() == 1, name
+
+        # Every later step delivered twice more, at once: nothing moves, nothing is charged.
+        requests_before, events_before = provider.stats()["requests"], order.events.count()
+        assert deliver_twice(verify_cart) == ["confirmed"] * 2
+        assert deliver_twice(confirm_order) == ["confirmed"] * 2
+        assert provider.stats()["requests"] == requests_before
+        assert order.events.count() == events_before
+        assert Product.objects.get(sku="BOOK-1").stock == 98
         order.refresh_from_db()
         assert (order.status, order.payment.status) == (OrderStatus.CONFIRMED, "captured")
         assert provider.payments()[0]["reference"] == order_id
