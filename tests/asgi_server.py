@@ -4,6 +4,7 @@ as the test, real HTTP. Plus a small Server-Sent Events reader."""
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -22,10 +23,20 @@ class Server:
     server: uvicorn.Server
 
 
-@contextmanager
-def asgi_server() -> Iterator[Server]:
+def _application():
+    """project/asgi.py's app, without its DATABASE_POOL default staying in this process's
+    environment (the worker and web processes the suite starts inherit it)."""
+    before = os.environ.get("DATABASE_POOL")
     from project.asgi import application
 
+    if before is None:
+        os.environ.pop("DATABASE_POOL", None)
+    return application
+
+
+@contextmanager
+def asgi_server() -> Iterator[Server]:
+    application = _application()
     port = free_port()
     config = uvicorn.Config(
         application,
