@@ -47,9 +47,11 @@ def screenshots_dir(request) -> Path:
     root = os.environ.get("TEST_ARTIFACTS_DIR") or tempfile.mkdtemp(prefix="orderflow-artefacts-")
     directory = Path(root) / "screenshots"
     directory.mkdir(parents=True, exist_ok=True)
-    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-    if reporter is not None:  # written past output capture, so every run says where they are
-        reporter.write_line(f"\npage screenshots: {directory}")
+    plugins = request.config.pluginmanager
+    reporter, capture = plugins.get_plugin("terminalreporter"), plugins.get_plugin("capturemanager")
+    if reporter is not None and capture is not None:  # past output capture: every run says where
+        with capture.global_and_fixture_disabled():
+            reporter.write_line(f"\npage screenshots: {directory}")
     return directory
 
 
