@@ -58,3 +58,10 @@ def sweep_webhook_deliveries() -> int:
     return services.webhook_deliveries_sweep(
         overdue_for=timedelta(seconds=settings.WEBHOOK_SWEEP_OVERDUE_SECONDS)
     )
+
+
+@shared_task(name="notifications.prune_webhook_attempts", acks_late=True, ignore_result=True)
+def prune_webhook_attempts() -> int:
+    return services.webhook_attempts_prune(
+        older_than=timedelta(days=settings.PRUNE_WEBHOOK_ATTEMPTS_AFTER_DAYS)
+    )

@@ -6,10 +6,15 @@ class OrdersConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
+        # Django's sanctioned place for imports that need the app registry ready.
         from notifications import kinds
+        from project import health
 
         from . import signals  # noqa: F401  (worker start-up hooks)
         from .notifications import render_batch_finished, render_order_outcome
+        from .services import reconciliation_last_report
+
+        health.register_detail("reconciliation", reconciliation_last_report)
 
         kinds.register(
             "order.outcome",

@@ -1,4 +1,5 @@
 import functools
+from decimal import Decimal
 
 from django.conf import settings
 from rest_framework import serializers
@@ -12,21 +13,82 @@ class ProductSerializer(serializers.ModelSerializer):
         fields = ["sku", "name", "price", "currency", "stock"]
 
 
+class LimitedListSerializer(serializers.ListSerializer):
+    """A list whose length limit is a setting, checked before any item is validated.
+
+    DRF checks `max_length` first too, but fixes it when the class is defined; the limits here
+    are settings. A 90,000-line body is refused for its length, not after 90,000 validations.
+    """
+
+    def __init__(self, *args, limit_setting: str, message: str, **kwargs) -> None:
+        self.limit_setting = limit_setting
+        self.message = message
+        super().__init__(*args, **kwargs)
+
+    def to_internal_value(self, data):
+        limit = getattr(settings, self.limit_setting)
+        if isinstance(data, list) and len(data) > limit:
+            raise serializers.ValidationError(self.message.format(limit=limit), code="max_length")
+        return super().to_internal_value(data)
+
+
+def _column_max(field) -> Decimal:
+    """The largest value a DecimalField's column holds (PostgreSQL refuses anything above)."""
+    return Decimal(10) ** (field.max_digits - field.decimal_places) - Decimal(1).scaleb(
+        -field.decimal_places
+    )
+
+
+MAX_ORDER_TOTAL = _column_max(Order._meta.get_field("total"))
+_MAX_UNIT_PRICE = _column_max(Product._meta.get_field("price"))
+
+
+def _orders_over_max_total(orders: list[list[dict]]) -> list[int]:
+    """Indexes of the orders (each a list of lines) whose total would not fit the total column.
+
+    Orders of so few units that no price could overflow are passed without a query; the others
+    are priced in one query (unknown SKUs count nothing: the service reports them).
+    """
+    suspects = [
+        index
+        for index, lines in enumerate(orders)
+        if sum(line["quantity"] for line in lines) * _MAX_UNIT_PRICE > MAX_ORDER_TOTAL
+    ]
+    if not suspects:
+        return []
+    skus = {line["sku"] for index in suspects for line in orders[index]}
+    prices = dict(Product.objects.filter(sku__in=skus).values_list("sku", "price"))
+    return [
+        index
+        for index in suspects
+        if sum(prices.get(line["sku"], 0) * line["quantity"] for line in orders[index])
+        > MAX_ORDER_TOTAL
+    ]
+
+
+def _max_total_error() -> dict:
+    return {"lines": [f"The order's total would exceed {MAX_ORDER_TOTAL}; split the order."]}
+
+
 class OrderLineInputSerializer(serializers.Serializer):
     sku = serializers.CharField(max_length=64)
     quantity = serializers.IntegerField(min_value=1, max_value=10_000)
 
 
 class OrderCreateInputSerializer(serializers.Serializer):
-    lines = OrderLineInputSerializer(many=True, allow_empty=False)
+    lines = LimitedListSerializer(
+        child=OrderLineInputSerializer(),
+        allow_empty=False,
+        limit_setting="ORDER_MAX_LINES",
+        message="At most {limit} lines per order.",
+    )
     payment_token = serializers.CharField(max_length=128)
 
-    def validate_lines(self, lines: list[dict]) -> list[dict]:
-        if len(lines) > settings.ORDER_MAX_LINES:
-            raise serializers.ValidationError(
-                f"At most {settings.ORDER_MAX_LINES} lines per order."
-            )
-        return lines
+    def validate(self, attrs: dict) -> dict:
+        # In a batch, the batch prices all its orders in one query instead (below).
+        if self.parent is None and _orders_over_max_total([attrs["lines"]]):
+            raise serializers.ValidationError(_max_total_error())
+        return attrs
 
 
 class OrderLineSerializer(serializers.ModelSerializer):
@@ -97,13 +159,17 @@ class OrderCreateQuerySerializer(serializers.Serializer):
 
 
 class BatchCreateInputSerializer(serializers.Serializer):
-    orders = OrderCreateInputSerializer(many=True, allow_empty=False)
+    orders = LimitedListSerializer(
+        child=OrderCreateInputSerializer(),
+        allow_empty=False,
+        limit_setting="BATCH_MAX_ORDERS",
+        message="At most {limit} orders per batch.",
+    )
 
     def validate_orders(self, orders: list[dict]) -> list[dict]:
-        if len(orders) > settings.BATCH_MAX_ORDERS:
-            raise serializers.ValidationError(
-                f"At most {settings.BATCH_MAX_ORDERS} orders per batch."
-            )
+        over = _orders_over_max_total([order["lines"] for order in orders])
+        if over:
+            raise serializers.ValidationError({index: _max_total_error() for index in over})
         return orders
 
 

@@ -288,10 +288,12 @@ def reconcile_payments() -> dict:
 @shared_task(name=workflow.PRUNE_TABLES, acks_late=True, ignore_result=True)
 def prune_tables() -> dict:
     days = timedelta(days=1)
+    # Chord counters first: they are judged by their members' results, pruned next.
+    chord_counters = chord_counters_prune(older_than=days)
     return {
         "outbox": services.outbox_prune(older_than=settings.PRUNE_OUTBOX_AFTER_DAYS * days),
+        "chord_counters": chord_counters,
         "task_results": task_results_prune(
             older_than=settings.PRUNE_TASK_RESULTS_AFTER_DAYS * days
         ),
-        "chord_counters": chord_counters_prune(older_than=days),
     }

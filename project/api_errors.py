@@ -3,6 +3,7 @@
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.http import JsonResponse
+from django.views.defaults import page_not_found, server_error
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse
 from rest_framework import status
@@ -66,14 +67,10 @@ def handler404(request, exception=None):
     """JSON 404s under /api/ (a path that matched no route, e.g. a malformed id)."""
     if _wants_json(request):
         return JsonResponse({"detail": "Not found."}, status=404)
-    from django.views.defaults import page_not_found
-
     return page_not_found(request, exception)
 
 
 def handler500(request):
     if _wants_json(request):
         return JsonResponse({"detail": "Internal server error."}, status=500)
-    from django.views.defaults import server_error
-
     return server_error(request)

@@ -33,14 +33,22 @@ def task_results_prune(*, older_than: timedelta, budget: float = 20.0) -> int:
     )
 
 
-def chord_counters_prune(*, older_than: timedelta, budget: float = 10.0) -> int:
+def chord_counters_prune(*, older_than: timedelta, limit: int = 1000) -> int:
     """Counters of chords whose callback never fired (a member lost or counted twice).
 
-    A counter has no timestamp; its group's results do. A counter whose group has no result
-    newer than the cutoff is orphaned.
+    A counter has no timestamp of its own; its members' results do. A counter whose members
+    all finished before the cutoff will never count down again: it is orphaned. One whose
+    members have no result yet is left alone (the chord may still be running).
     """
     cutoff = timezone.now() - older_than
-    live_groups = TaskResult.objects.filter(date_done__gte=cutoff).values("group_id")
-    return delete_in_batches(
-        ChordCounter.objects.exclude(group_id__in=live_groups).order_by("pk"), budget=budget
-    )
+    orphaned = []
+    for counter in ChordCounter.objects.order_by("pk")[:limit]:
+        try:
+            members = [result.id for result in counter.group_result().results]
+        except (ValueError, TypeError, KeyError):
+            orphaned.append(counter.pk)  # unreadable bookkeeping counts nothing down
+            continue
+        done = TaskResult.objects.filter(task_id__in=members)
+        if done.exists() and not done.filter(date_done__gte=cutoff).exists():
+            orphaned.append(counter.pk)
+    return ChordCounter.objects.filter(pk__in=orphaned).delete()[0]

@@ -3,6 +3,7 @@
 Every variable is documented with its default in `.env.example`.
 """
 
+from datetime import timedelta
 from email.utils import parseaddr
 from ipaddress import ip_network
 from pathlib import Path
@@ -55,13 +56,14 @@ INSTALLED_APPS = [
     "django_celery_beat",
     "django_structlog",
     "django_prometheus",
+    "axes",
     "orders",
     "orders.provider",
     "notifications",
 ]
 
 MIDDLEWARE = [
-    # HTTP metrics for /metrics: first and last, so that they time the whole chain.
+    # HTTP metrics for /metrics: around the whole chain (axes keeps the very last place).
     "django_prometheus.middleware.PrometheusBeforeMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -75,6 +77,8 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_prometheus.middleware.PrometheusAfterMiddleware",
+    # Last: turns a login refused by the lockout into a 429 (axes' documented position).
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "project.urls"
@@ -112,7 +116,30 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+
+# --- Login lockout (django-axes) ------------------------------------------------------------------
+# Every login path goes through authenticate(): the token endpoint, /accounts/login/ and
+# /admin/login/. Axes' backend refuses a locked-out client before the password is checked, and
+# counts failures in the database: the lockout holds across processes and does not depend on
+# Redis (a Redis outage, which opens the API throttles, leaves it in force).
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+# Locked per address and, separately, per username (a guess spread over many addresses).
+AXES_LOCKOUT_PARAMETERS = ["ip_address", "username"]
+AXES_FAILURE_LIMIT = env.int("LOGIN_FAILURE_LIMIT", default=10)
+AXES_COOLOFF_TIME = timedelta(minutes=env.float("LOGIN_LOCKOUT_MINUTES", default=15))
+# A locked-out client's further attempts neither extend the lockout nor write a row each.
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
+AXES_RESET_ON_SUCCESS = True
+# The same client address as every throttle (NUM_PROXIES below), not axes' own guess.
+AXES_CLIENT_IP_CALLABLE = "project.throttling.client_address"
+# Successful logins are not logged to a table that would only grow.
+AXES_DISABLE_ACCESS_LOG = True
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
@@ -135,7 +162,8 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     # JSON in, JSON out (the browsable API too while DEBUG is on).
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    # JSON with a nesting limit: Python's parser recurses, a deep body would be a RecursionError.
+    "DEFAULT_PARSER_CLASSES": ["project.parsers.DepthLimitedJSONParser"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"]
     + (["rest_framework.renderers.BrowsableAPIRenderer"] if DEBUG else []),
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
@@ -143,6 +171,10 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "project.schema.OrderflowAutoSchema",
     "COERCE_DECIMAL_TO_STRING": True,
     "EXCEPTION_HANDLER": "project.api_errors.exception_handler",
+    # How many reverse proxies in front of the app append to X-Forwarded-For. 0: the client's
+    # address is the TCP peer (REMOTE_ADDR) and the header is ignored, so a client cannot choose
+    # its own address to reset a throttle; behind one proxy (nginx, a load balancer) set 1.
+    "NUM_PROXIES": env.int("NUM_PROXIES", default=0),
     "DEFAULT_THROTTLE_RATES": {
         "order_create": env.str("ORDER_CREATE_THROTTLE_RATE", default="120/min"),
         "batch_create": env.str("BATCH_CREATE_THROTTLE_RATE", default="10/min"),
@@ -153,6 +185,11 @@ REST_FRAMEWORK = {
     },
 }
 DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("API_MAX_BODY_BYTES", default=2_621_440)
+API_MAX_JSON_DEPTH = env.int("API_MAX_JSON_DEPTH", default=32)
+# /healthz: answered per client address at most this often; the worker ping it reports is
+# broadcast at most once per interval for the whole cluster and answered from the cache.
+HEALTHZ_THROTTLE_RATE = env.str("HEALTHZ_THROTTLE_RATE", default="60/min")
+HEALTHZ_WORKER_PING_INTERVAL = env.float("HEALTHZ_WORKER_PING_INTERVAL", default=10.0)
 SPECTACULAR_SETTINGS = {
     "TITLE": "Orderflow API",
     "DESCRIPTION": "Accept orders at once; payment, cart check and confirmation run in Celery.",
@@ -266,7 +303,12 @@ PRUNE_OUTBOX_AFTER_DAYS = env.int("PRUNE_OUTBOX_AFTER_DAYS", default=7)
 PRUNE_TASK_RESULTS_AFTER_DAYS = env.int("PRUNE_TASK_RESULTS_AFTER_DAYS", default=7)
 PRUNE_WEBHOOK_ATTEMPTS_AFTER_DAYS = env.int("PRUNE_WEBHOOK_ATTEMPTS_AFTER_DAYS", default=30)
 
-FLOWER_BASIC_AUTH = env.str("FLOWER_BASIC_AUTH", default="admin:orderflow")
+# Flower can run any task: with DEBUG=0 there is no default, and `python -m project.flower`
+# (the Procfile's and compose's command) refuses to start without a real user:password.
+INSECURE_DEFAULT_FLOWER_BASIC_AUTH = "admin:orderflow"
+FLOWER_BASIC_AUTH = env.str(
+    "FLOWER_BASIC_AUTH", default=INSECURE_DEFAULT_FLOWER_BASIC_AUTH if DEBUG else ""
+)
 
 # --- Observability (project/observability.py, project/metrics.py; README "What an operator sees")
 # Logs: django-structlog and structlog over the standard library; JSON lines with LOG_JSON=1.
@@ -361,6 +403,7 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": RECONCILE_PAYMENTS_SECONDS,
     },
     "prune-tables": {"task": "orders.prune_tables", "schedule": 3600.0},
+    "prune-webhook-attempts": {"task": "notifications.prune_webhook_attempts", "schedule": 3600.0},
     "sweep-webhook-deliveries": {
         "task": "notifications.sweep_webhook_deliveries",
         "schedule": 60.0,

@@ -75,7 +75,9 @@ def worker_process(
     concurrency: int = 2,
     name: str = "testworker",
     extra_env: dict[str, str] | None = None,
+    include: str | None = None,
 ) -> Iterator[WorkerProcess]:
+    """A prefork `celery worker`; `include` loads one more module into it (a test's fault)."""
     env = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "tests.settings",
@@ -105,6 +107,7 @@ def worker_process(
                 "INFO",
                 "--without-gossip",
                 "--without-mingle",
+                *(["--include", include] if include else []),
             ],
             cwd=BASE_DIR,
             env=env,

@@ -202,4 +202,4 @@ def test_settings_import_nothing_but_the_standard_library_django_and_environ():
         if isinstance(node, ast.Import | ast.ImportFrom)
         for alias in node.names
     }
-    assert imported <= {"email", "ipaddress", "pathlib", "environ", "django"}
+    assert imported <= {"datetime", "email", "ipaddress", "pathlib", "environ", "django"}

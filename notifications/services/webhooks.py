@@ -36,6 +36,7 @@ from notifications.models import (
     WebhookEndpoint,
 )
 from notifications.signing import InvalidSecret, secret_generate, signature_headers
+from project.housekeeping import delete_in_batches
 from project.ratelimit import SlidingWindowLimiter, parse_rate
 from project.redis_client import get_redis
 from project.retry import backoff_with_jitter, cap_countdown, parse_retry_after
@@ -473,3 +474,15 @@ def webhook_deliveries_sweep(*, overdue_for: timedelta, limit: int = 500) -> int
     for delivery_id in list(overdue):
         published += webhook_delivery_enqueue(delivery_id=delivery_id)
     return published
+
+
+def webhook_attempts_prune(*, older_than: timedelta, budget: float = 20.0) -> int:
+    """Attempts of finished deliveries past their retention; the deliveries themselves stay, so
+    the history of what was sent remains (with its count of attempts)."""
+    cutoff = timezone.now() - older_than
+    return delete_in_batches(
+        WebhookAttempt.objects.filter(attempted_at__lt=cutoff)
+        .exclude(delivery__status=WebhookDeliveryStatus.PENDING)
+        .order_by("pk"),
+        budget=budget,
+    )

@@ -3,6 +3,7 @@ as a real HTTP server, the real database."""
 
 import pytest
 from django.core import mail
+from django_celery_results.models import TaskResult
 
 from notifications.models import Notification
 from orders.models import DeadLetter, Order, OrderStatus, Payment, Product
@@ -82,6 +83,14 @@ def test_declined_token_ends_declined_with_no_charge(celery_worker, sandbox, cat
     assert (stats["payments"], stats["captures"], stats["refunds"]) == (0, 0, 0)
     assert Product.objects.get(sku="BOOK-1").stock == 100
     assert Notification.objects.get(user=customer).kind == "order.payment_declined"
+    # The declined order skipped the steps it does not need: no line check, no confirmation.
+    ran = set(
+        TaskResult.objects.filter(task_kwargs__contains=str(order.pk)).values_list(
+            "task_name", flat=True
+        )
+    )
+    assert "orders.authorize_payment" in ran
+    assert ran.isdisjoint({"orders.check_cart_line", "orders.confirm_order"}), ran
 
 
 def test_over_stock_is_rejected_and_the_authorization_refunded(
