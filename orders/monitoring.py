@@ -18,12 +18,12 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 
 from project import broker
 from project.health import (  # what /healthz says, so the page and the probe agree
-    _app_details,
-    _check_broker,
-    _check_database,
-    _live_workers,
+    app_details,
+    check_broker,
+    check_database,
+    live_workers,
+    provider_rate_limit,
 )
-from project.ratelimit import provider_limiter
 
 from . import workflow
 from .models import DeadLetter, Order, OutboxMessage
@@ -46,16 +46,6 @@ def queue_depths() -> dict[str, int | str]:
     names = queue_names()
     depths = broker.queue_depths(names)
     return {name: depths.get(name, "unknown") for name in names}
-
-
-def limiter_state() -> dict | str:
-    try:
-        limiter = provider_limiter()
-        if limiter is None:
-            return "off"
-        return {"rate": settings.PAYMENT_PROVIDER_RATE_LIMIT, **limiter.state()}
-    except Exception as exc:
-        return f"error: {exc.__class__.__name__}"
 
 
 def _age_seconds(since, now) -> float | None:
@@ -115,19 +105,19 @@ def _or_error(read, **kwargs):
 
 def pipeline_health() -> dict:
     now = timezone.now()
-    broker_ok = _check_broker()
+    broker_ok = check_broker()
     return {
         "generated_at": now,
-        "database": _check_database(),
+        "database": check_database(),
         "broker": broker_ok,
-        "workers": _live_workers() if broker_ok == "ok" else None,
-        "limiter": limiter_state(),
+        "workers": live_workers() if broker_ok == "ok" else None,
+        "limiter": provider_rate_limit(),
         "queues": queue_depths() if broker_ok == "ok" else dict.fromkeys(queue_names(), broker_ok),
         "outbox": _or_error(outbox_backlog, now=now),
         "dead_letters": _or_error(dead_letters),
         "stuck_orders": _or_error(stuck_orders, now=now),
         "in_flight": _or_error(orders_in_flight),
-        "details": _app_details(),  # what the apps registered for /healthz (reconciliation)
+        "details": app_details(),  # what the apps registered for /healthz (reconciliation)
     }
 
 
@@ -161,7 +151,7 @@ class PipelineHealthCollector:
             ),
         ):
             yield GaugeMetricFamily(name, help_text, value=value)
-        limiter = limiter_state()
+        limiter = provider_rate_limit()
         if not isinstance(limiter, dict):
             return
         for key, name, help_text in (

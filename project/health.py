@@ -39,7 +39,7 @@ def register_detail(name: str, reader: Callable[[], object]) -> None:
     _details[name] = reader
 
 
-def _app_details() -> dict:
+def app_details() -> dict:
     details = {}
     for name, reader in _details.items():
         try:
@@ -72,7 +72,7 @@ _local_lock = threading.Lock()
 _local_count: tuple[float, int | None] = (float("-inf"), None)
 
 
-def _check_database() -> str:
+def check_database() -> str:
     try:
         with connection.cursor() as cursor:
             cursor.execute("SELECT 1")
@@ -81,7 +81,7 @@ def _check_database() -> str:
         return f"error: {exc.__class__.__name__}"
 
 
-def _check_broker() -> str:
+def check_broker() -> str:
     try:
         with current_app.connection_for_write() as conn:
             conn.ensure_connection(max_retries=1, timeout=2)
@@ -112,7 +112,7 @@ def _live_workers_locally(interval: float) -> int | None:
         return count
 
 
-def _live_workers() -> int | None:
+def live_workers() -> int | None:
     """Workers that answered the last ping: pinged now if this request took the interval's lock,
     else the count stored by whoever did (None until a first ping has answered)."""
     interval = settings.HEALTHZ_WORKER_PING_INTERVAL
@@ -149,7 +149,7 @@ def _retry_after(request) -> float | None:
     return None if allowed else wait
 
 
-def _provider_rate_limit() -> dict | str:
+def provider_rate_limit() -> dict | str:
     try:
         limiter = provider_limiter()
         if limiter is None:
@@ -166,12 +166,12 @@ def healthz(request):
         response = JsonResponse({"detail": "Too many requests; see Retry-After."}, status=429)
         response["Retry-After"] = str(max(1, round(retry_after)))
         return response
-    checks = {"database": _check_database(), "broker": _check_broker()}
+    checks = {"database": check_database(), "broker": check_broker()}
     healthy = all(value == "ok" for value in checks.values())
     body = {
         **checks,
-        "workers": _live_workers() if checks["broker"] == "ok" else None,
-        "provider_rate_limit": _provider_rate_limit(),
-        **_app_details(),
+        "workers": live_workers() if checks["broker"] == "ok" else None,
+        "provider_rate_limit": provider_rate_limit(),
+        **app_details(),
     }
     return JsonResponse(body, status=200 if healthy else 503)

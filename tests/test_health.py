@@ -50,7 +50,7 @@ SECOND_PROCESS = """
 import django
 django.setup()
 from project import health
-print(health._live_workers(), health.worker_pings_sent.value)
+print(health.live_workers(), health.worker_pings_sent.value)
 """
 
 
@@ -126,7 +126,7 @@ def test_healthz_reports_database_broker_workers_and_the_limiter(
 
 @pytest.mark.django_db
 def test_healthz_is_503_when_the_broker_is_down(fresh_health, client, monkeypatch):
-    monkeypatch.setattr(health, "_check_broker", lambda: "error: OperationalError")
+    monkeypatch.setattr(health, "check_broker", lambda: "error: OperationalError")
     response = client.get("/healthz")
     assert response.status_code == 503
     assert response.json()["broker"].startswith("error")
