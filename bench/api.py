@@ -28,6 +28,7 @@ Targets: b/a >= 0.90 and p99 of (b) < 100 ms. It checks that every answer was th
 from __future__ import annotations
 
 import argparse
+import contextlib
 import http.client
 import json
 import os
@@ -367,11 +368,60 @@ def rows_checks(runs: list[Run], connections: int, redis_client) -> list[tuple[s
     ]
 
 
+@dataclass(frozen=True)
+class Server:
+    key: str
+    label: str
+    app: str
+    worker_class: str | None = None
+    threads: int = 1
+    env: tuple[tuple[str, str], ...] = ()
+
+
+def edge_server(threads: int, key: str = "edge") -> Server:
+    return Server(
+        key,
+        f"edge (Procfile: uvicorn, project/asgi.py, {threads} sync threads)",
+        "project.asgi:application",
+        ASGI_WORKER_CLASS,
+        env=(("WEB_SYNC_THREADS", str(threads)),),
+    )
+
+
+def servers_for(names: list[str], *, edge_threads: int, gthread_threads: int) -> list[Server]:
+    """`edge:N` is the edge with N sync threads, to compare thread counts in one run."""
+    known = {
+        "edge": edge_server(edge_threads),
+        "asgi-django": Server(
+            "asgi-django",
+            "Django's ASGI handler for every view (uvicorn)",
+            "bench.asgi_django:application",
+            ASGI_WORKER_CLASS,
+        ),
+        "wsgi": Server("wsgi", "gunicorn sync (issue 6)", "project.wsgi:application"),
+        "gthread": Server(
+            "gthread",
+            f"gunicorn gthread x {gthread_threads}",
+            "project.wsgi:application",
+            threads=gthread_threads,
+        ),
+    }
+    return [
+        edge_server(int(name.partition(":")[2]), key=name)
+        if name.startswith("edge:")
+        else known[name]
+        for name in names
+    ]
+
+
 def print_report(
-    summaries: dict[str, Summary], runs: list[Run], unloaded: list[Run], checks, header: str
-) -> tuple[bool, bool]:
+    server: Server,
+    summaries: dict[str, Summary],
+    runs: list[Run],
+    unloaded: list[Run],
+) -> tuple[bool, float, float]:
     print()
-    print(header)
+    print(f"### {server.label}")
     print()
     print("| endpoint | run | requests | req/s | p50 ms | p99 ms | non-2xx / socket errors |")
     print("|---|---|---:|---:|---:|---:|---|")
@@ -399,21 +449,26 @@ def print_report(
             print(f"| {run.endpoint.label} | {run.rps:.0f} | {run.p50_ms:.1f} | {run.p99_ms:.1f} |")
     naive, product, floor = (summaries[key] for key in ("naive", "product", "floor"))
     ratio_naive = product.rps / naive.rps
-    ratio_floor = product.rps / floor.rps
     print()
-    print(f"b/a = {ratio_naive:.3f} (target >= {TARGET_RATIO})   b/c = {ratio_floor:.3f}")
-    ratio_held = ratio_naive >= TARGET_RATIO
-    p99_held = product.p99_ms < TARGET_P99_MS
     print(
-        f"targets: b/a >= {TARGET_RATIO} {'ok' if ratio_held else 'MISSED'}; "
+        f"b/a = {ratio_naive:.3f} (target >= {TARGET_RATIO})   b/c = {product.rps / floor.rps:.3f}"
+    )
+    held = ratio_naive >= TARGET_RATIO and product.p99_ms < TARGET_P99_MS
+    print(
+        f"targets: b/a >= {TARGET_RATIO} {'ok' if ratio_naive >= TARGET_RATIO else 'MISSED'}; "
         f"p99 of (b) {product.p99_ms:.1f} ms < {TARGET_P99_MS:.0f} ms "
-        f"{'ok' if p99_held else 'MISSED'}"
+        f"{'ok' if product.p99_ms < TARGET_P99_MS else 'MISSED'}"
     )
-    print(
-        "checks: "
-        + "; ".join(f"{name} {'ok' if held else 'FAILED'} ({info})" for name, held, info in checks)
-    )
-    return ratio_held and p99_held, all(held for _, held, _ in checks)
+    return held, product.rps, product.p99_ms
+
+
+def server_name(value: str) -> str:
+    kind, _, threads = value.partition(":")
+    if value in ("edge", "asgi-django", "wsgi", "gthread") or (
+        kind == "edge" and threads.isdigit() and 1 <= int(threads) <= 64
+    ):
+        return value
+    raise argparse.ArgumentTypeError("one of edge, edge:N, asgi-django, wsgi, gthread")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -425,26 +480,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--unloaded", type=float, default=5.0, help="seconds per endpoint at 1 connection (0: skip)"
     )
-    parser.add_argument("--workers", type=int, default=2, help="gunicorn workers")
+    parser.add_argument("--workers", type=int, default=2, help="processes per server")
     parser.add_argument(
-        "--threads", type=int, default=1, help="gunicorn threads per worker (> 1: gthread)"
+        "--servers",
+        nargs="+",
+        type=server_name,
+        default=["edge", "wsgi"],
+        help="served side by side and loaded in turn; the first is judged against the targets, "
+        "the others are its baselines in the same run. edge: the Procfile's server (edge:N "
+        "with N sync threads); "
+        "asgi-django: Django's ASGI handler serving every view (the edge before its thread "
+        "pool); wsgi: gunicorn sync workers on project/wsgi.py (issue 6); gthread: the same "
+        "with --threads",
     )
-    parser.add_argument(
-        "--server",
-        choices=("asgi", "wsgi"),
-        default="asgi",
-        help="asgi: the Procfile's server (project/asgi.py in uvicorn workers under gunicorn); "
-        "wsgi: gunicorn sync/gthread workers on project/wsgi.py (the issue-6 baseline)",
-    )
-    parser.add_argument(
-        "--wsgi-app",
-        default=None,
-        help="what-if runs: an app module that patches the product before serving it",
-    )
+    parser.add_argument("--edge-threads", type=int, default=2, help="the edge's WEB_SYNC_THREADS")
+    parser.add_argument("--threads", type=int, default=4, help="gthread's threads per worker")
     parser.add_argument("--loadgen", choices=("auto", "wrk", "python"), default="auto")
     parser.add_argument("--redis-url", default=DEFAULT_REDIS_URL)
-    parser.add_argument("--log-level", default="INFO", help="the server's LOG_LEVEL")
-    parser.add_argument("--keep-logs", action="store_true", help="keep the gunicorn log")
+    parser.add_argument("--log-level", default="INFO", help="the servers' LOG_LEVEL")
+    parser.add_argument("--keep-logs", action="store_true", help="keep the servers' logs")
     args = parser.parse_args(argv)
     if not (1 <= args.duration <= 300 and 0 <= args.warmup <= 60 and 1 <= args.rounds <= 10):
         parser.error("--duration 1-300, --warmup 0-60, --rounds 1-10")
@@ -452,20 +506,22 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--unloaded 0-60")
     if not (1 <= args.connections <= 256 and 1 <= args.workers <= 32 and 1 <= args.threads <= 64):
         parser.error("--connections 1-256, --workers 1-32, --threads 1-64")
+    if len(set(args.servers)) != len(args.servers):
+        parser.error("--servers: each once")
     loadgen = args.loadgen
     if loadgen == "auto":
         loadgen = "wrk" if shutil.which("wrk") else "python"
     elif loadgen == "wrk" and not shutil.which("wrk"):
         parser.error("wrk is not installed (apt-get install wrk), use --loadgen python")
 
-    asgi = args.server == "asgi"
-    app = args.wsgi_app or ("project.asgi:application" if asgi else "project.wsgi:application")
-    worker_class = ASGI_WORKER_CLASS if asgi else None
+    servers = servers_for(
+        args.servers, edge_threads=args.edge_threads, gthread_threads=args.threads
+    )
     workdir = Path(tempfile.mkdtemp(prefix="orderflow-bench-api-"))
     script = workdir / "orders.lua"
     script.write_text(WRK_SCRIPT)
     load_average = os.getloadavg()[0]
-    runs: list[Run] = []
+    runs: dict[str, list[Run]] = {server.key: [] for server in servers}
     env = environment(
         settings=SETTINGS_MODULE,
         redis_url=args.redis_url,
@@ -473,91 +529,113 @@ def main(argv: list[str] | None = None) -> int:
         LOG_LEVEL=args.log_level,
         **production_mode("api"),
     )
-    port = free_port()
-    with django_database(BENCH_DATABASE, env) as env:
+    with django_database(BENCH_DATABASE, env) as env, contextlib.ExitStack() as stack:
         token = api_token(seed())
         redis_client = redis.Redis.from_url(args.redis_url)
-        server = web(
-            env=env,
-            log_path=workdir / "gunicorn.log",
-            port=port,
-            app=app,
-            workers=args.workers,
-            threads=args.threads,
-            worker_class=worker_class,
-        )
-        with server:
-
-            def load(endpoint: Endpoint, seconds: float, label: str, connections: int) -> Run:
-                if loadgen == "wrk":
-                    result = run_wrk(
-                        script=script,
-                        port=port,
-                        endpoint=endpoint,
-                        seconds=seconds,
-                        connections=connections,
-                        token=token,
-                    )
-                else:
-                    result = run_python_client(
-                        port=port,
-                        endpoint=endpoint,
-                        seconds=seconds,
-                        connections=connections,
-                        token=token,
-                    )
-                run = Run(endpoint, label, *result)
-                print(
-                    f"  {endpoint.label:<26} {label:<8} {run.rps:7.0f} req/s  p50 "
-                    f"{run.p50_ms:6.1f} ms  p99 {run.p99_ms:6.1f} ms  "
-                    f"statuses {dict(run.statuses)}  socket errors {run.socket_errors}",
-                    flush=True,
+        ports = {}
+        for server in servers:
+            ports[server.key] = free_port()
+            stack.enter_context(
+                web(
+                    env={**env, **dict(server.env)},
+                    log_path=workdir / f"{server.key}.log",
+                    port=ports[server.key],
+                    app=server.app,
+                    workers=args.workers,
+                    threads=server.threads,
+                    worker_class=server.worker_class,
                 )
-                return run
+            )
 
+        def load(server: Server, endpoint: Endpoint, seconds: float, label: str, connections: int):
+            port = ports[server.key]
+            if loadgen == "wrk":
+                result = run_wrk(
+                    script=script,
+                    port=port,
+                    endpoint=endpoint,
+                    seconds=seconds,
+                    connections=connections,
+                    token=token,
+                )
+            else:
+                result = run_python_client(
+                    port=port,
+                    endpoint=endpoint,
+                    seconds=seconds,
+                    connections=connections,
+                    token=token,
+                )
+            run = Run(endpoint, label, *result)
             print(
-                f"database {env['DATABASE_URL']} (PostgreSQL); redis {args.redis_url}, no worker; "
-                f"gunicorn {args.workers} x "
-                f"{'uvicorn (ASGI)' if asgi else args.threads}; {loadgen}, "
-                f"{args.connections} connections",
+                f"  {server.key:<11} {endpoint.label:<26} {label:<8} {run.rps:7.0f} req/s  p50 "
+                f"{run.p50_ms:6.1f} ms  p99 {run.p99_ms:6.1f} ms  "
+                f"statuses {dict(run.statuses)}  socket errors {run.socket_errors}",
                 flush=True,
             )
-            if args.warmup:
-                for endpoint in ENDPOINTS:
-                    runs.append(load(endpoint, args.warmup, "warm-up", args.connections))
-            for number in range(1, args.rounds + 1):
-                for endpoint in ENDPOINTS:
-                    runs.append(load(endpoint, args.duration, f"round {number}", args.connections))
-            if args.unloaded:
-                for endpoint in ENDPOINTS:
-                    runs.append(load(endpoint, args.unloaded, UNLOADED, 1))
-        checks = rows_checks(runs, args.connections, redis_client)
-    measured = [run for run in runs if run.label not in ("warm-up", UNLOADED)]
-    unloaded = [run for run in runs if run.label == UNLOADED]
-    summaries = {endpoint.key: Summary(endpoint) for endpoint in ENDPOINTS}
-    for run in measured:
-        summaries[run.endpoint.key].runs.append(run)
-    if asgi:
-        served = f"gunicorn + uvicorn (ASGI, project/asgi.py, DB pool) {args.workers} workers"
-    else:
-        served = (
-            f"gunicorn {'gthread' if args.threads > 1 else 'sync'} {args.workers} workers x "
-            f"{args.threads} threads"
+            runs[server.key].append(run)
+
+        print(
+            f"database {env['DATABASE_URL']} (PostgreSQL); redis {args.redis_url}, no worker; "
+            f"{len(servers)} servers x {args.workers} processes, side by side; {loadgen}, "
+            f"{args.connections} connections",
+            flush=True,
         )
-    what_if = f", WHAT-IF {args.wsgi_app}" if args.wsgi_app else ""
-    header = (
-        f"PostgreSQL {BENCH_DATABASE}, Redis broker without a worker; {served} "
-        f"(DEBUG=0, LOG_LEVEL={args.log_level}, "
-        f"access log on{what_if}); {loadgen} {args.connections} connections, {args.rounds} "
-        f"rounds x {args.duration:g} s per endpoint, interleaved; {os.cpu_count()} CPUs, load "
-        f"average {load_average:.2f} at start"
+        # Interleaved: each round loads every endpoint on every server in turn, so that the
+        # machine's noise falls on all of them alike.
+        if args.warmup:
+            for endpoint in ENDPOINTS:
+                for server in servers:
+                    load(server, endpoint, args.warmup, "warm-up", args.connections)
+        for number in range(1, args.rounds + 1):
+            for endpoint in ENDPOINTS:
+                for server in servers:
+                    load(server, endpoint, args.duration, f"round {number}", args.connections)
+        if args.unloaded:
+            for endpoint in ENDPOINTS:
+                for server in servers:
+                    load(server, endpoint, args.unloaded, UNLOADED, 1)
+        every_run = [run for server_runs in runs.values() for run in server_runs]
+        checks = rows_checks(every_run, args.connections, redis_client)
+
+    print()
+    print(
+        f"PostgreSQL {BENCH_DATABASE}, Redis broker without a worker; {args.workers} processes "
+        f"per server (DEBUG=0, LOG_LEVEL={args.log_level}, access log on); {loadgen} "
+        f"{args.connections} connections, {args.rounds} rounds x {args.duration:g} s per "
+        f"endpoint and server, interleaved; {os.cpu_count()} CPUs, load average "
+        f"{load_average:.2f} at start"
     )
-    targets_held, checks_held = print_report(summaries, measured, unloaded, checks, header)
+    results = {}
+    for server in servers:
+        server_runs = runs[server.key]
+        measured = [run for run in server_runs if run.label not in ("warm-up", UNLOADED)]
+        unloaded = [run for run in server_runs if run.label == UNLOADED]
+        summaries = {endpoint.key: Summary(endpoint) for endpoint in ENDPOINTS}
+        for run in measured:
+            summaries[run.endpoint.key].runs.append(run)
+        results[server.key] = print_report(server, summaries, measured, unloaded)
+    first = servers[0]
+    held, first_rps, first_p99 = results[first.key]
+    if len(servers) > 1:
+        print()
+        print(f"(b) POST /api/orders/ on {first.key}, against each baseline in this run:")
+        print()
+        print("| baseline | (b) req/s, first / baseline | p99 of (b) ms, first vs baseline |")
+        print("|---|---:|---|")
+        for server in servers[1:]:
+            _, rps, p99 = results[server.key]
+            print(f"| {server.key} | {first_rps / rps:.3f} | {first_p99:.1f} vs {p99:.1f} |")
+    print()
+    print(
+        "checks: "
+        + "; ".join(f"{name} {'ok' if ok else 'FAILED'} ({info})" for name, ok, info in checks)
+    )
     if args.keep_logs:
-        print(f"gunicorn log kept in {workdir}")
+        print(f"server logs kept in {workdir}")
     else:
         shutil.rmtree(workdir, ignore_errors=True)
-    return 0 if targets_held and checks_held else 1
+    return 0 if held and all(ok for _, ok, _ in checks) else 1
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from project import edge
 from project.api_errors import error_responses
 from project.observability import current_correlation_id
 from project.throttling import FailOpenScopedRateThrottle
@@ -195,6 +196,9 @@ async def _finish_wait(request, response: Response, pending: PendingWait) -> Res
     says how the wait ended: `terminal`, `timeout` or `unavailable` (no live updates now)."""
     outcome = "unavailable"
     subscription = None
+    # The order's connection goes back before anything is awaited: many waits opened at once
+    # would otherwise hold the whole pool while they subscribe.
+    await sync_to_async(live.close_database_connections)()
     try:
         subscription = await live.subscribe(pending.order_id)
         if await sync_to_async(live.order_status)(pending.order_id) in TERMINAL_STATUSES:
@@ -219,9 +223,12 @@ async def _finish_wait(request, response: Response, pending: PendingWait) -> Res
 
 
 @csrf_exempt  # as DRF's views: SessionAuthentication enforces CSRF itself
+@edge.waits_only_when(
+    lambda method, query: method == "POST" and "wait" in query, sync_view=_order_list_create_sync
+)
 async def order_list_create(request, *args, **kwargs):
-    """GET/POST /api/orders/: the DRF view on the request's thread, as Django runs any sync
-    view, then for POST ?wait=N the wait, async (project/asgi.py)."""
+    """GET/POST /api/orders/: the DRF view on a thread, then for POST ?wait=N the wait, async.
+    The edge (project/edge.py) serves every other request with the DRF view alone."""
     response = await sync_to_async(_order_list_create_sync)(request, *args, **kwargs)
     pending = getattr(response, "pending_wait", None)
     if pending is None:

@@ -420,9 +420,12 @@ async def order_events(
     with Last-Event-ID and is sent only what it has not seen.
     """
     try:
-        first_status = await _status_data(snapshot.status, read_progress)
-        await close_connections()  # the middleware ran since the view's reads
+        # First the request's own connection goes back (the middleware ran since the view's
+        # reads): the progress read takes one of its own, and a stream that held one while it
+        # waited for a second could, with a pool's worth of others, wait for ever.
+        await close_connections()
         release_request_thread()
+        first_status = await _status_data(snapshot.status, read_progress)
         yield b"retry: 2000\n\n"
         sent: set[int] = set()
         last_id = None

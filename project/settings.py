@@ -67,7 +67,6 @@ MIDDLEWARE = [
     # HTTP metrics for /metrics: first and last, so that they time the whole chain.
     "django_prometheus.middleware.PrometheusBeforeMiddleware",
     "django.middleware.security.SecurityMiddleware",
-    "servestatic.middleware.ServeStaticMiddleware",
     # django-structlog's request lines, with the order's correlation id (project/observability.py)
     "project.observability.RequestMiddleware",
     "project.api_errors.BodySizeLimitMiddleware",
@@ -222,6 +221,12 @@ CACHES = {
         "KEY_PREFIX": "orderflow",
     }
 }
+
+# --- The web edge (project/edge.py) --------------------------------------------------------------
+# Threads per web process for the sync views (the views that wait need none). One is the fastest
+# on a CPU-bound API (the GIL); a second lets a slow request (a 500-order batch, an admin page)
+# not stall the process's other requests. bench/api.py --threads compares.
+WEB_SYNC_THREADS = env.int("WEB_SYNC_THREADS", default=2)
 
 # --- Live updates (orders/live.py): ?wait and the order's event stream ---------------------------
 # Held waits and streams one user may have open at once (429 beyond); each holds a lease in Redis

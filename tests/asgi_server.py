@@ -35,8 +35,9 @@ def _application():
 
 
 @contextmanager
-def asgi_server() -> Iterator[Server]:
-    application = _application()
+def asgi_server(application=None) -> Iterator[Server]:
+    """`application`: project/asgi.py's unless given (e.g. an edge built under other settings)."""
+    application = application or _application()
     port = free_port()
     config = uvicorn.Config(
         application,
