@@ -114,7 +114,12 @@ elif env.bool("DATABASE_POOL", default=False):
     # thread of its own, so a persistent connection would never be reused; a pool is.
     DATABASES["default"]["CONN_MAX_AGE"] = 0
     DATABASES["default"]["OPTIONS"] = {
-        "pool": {"min_size": 1, "max_size": env.int("DATABASE_POOL_MAX_SIZE", default=8)}
+        "pool": {
+            "min_size": 1,
+            "max_size": env.int("DATABASE_POOL_MAX_SIZE", default=8),
+            # How long a request waits for a free connection before it fails (psycopg's 30 s).
+            "timeout": env.float("DATABASE_POOL_TIMEOUT", default=30.0),
+        }
     }
 else:
     DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("CONN_MAX_AGE", default=60))

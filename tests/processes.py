@@ -87,8 +87,15 @@ def web_process(
     log_path: Path,
     port: int | None = None,
     extra_env: dict[str, str] | None = None,
+    asgi: bool = False,
 ) -> Iterator[StackProcess]:
-    """The API as production serves it: gunicorn on 127.0.0.1, publishing to `broker_url`."""
+    """The API under gunicorn on 127.0.0.1, publishing to `broker_url`: WSGI, or with `asgi` the
+    Procfile's server (project/asgi.py in uvicorn workers, PostgreSQL through the pool)."""
     env = _stack_env(broker_url=broker_url, extra_env=extra_env)
-    with processes.web(env=env, log_path=log_path, port=port) as web:
+    served = (
+        {"app": "project.asgi:application", "worker_class": "uvicorn_worker.UvicornWorker"}
+        if asgi
+        else {}
+    )
+    with processes.web(env=env, log_path=log_path, port=port, **served) as web:
         yield web

@@ -9,13 +9,16 @@ import requests
 from django.core.handlers.asgi import ASGIHandler
 from django.core.management import call_command
 from django.core.signals import request_started
+from django.db import connection
 from rest_framework.authtoken.models import Token
 
 from orders import live
 from orders.models import Order
+from orders.services import order_create
 from project import edge
 from project.redis_client import get_redis
-from tests.asgi_server import asgi_server
+from tests.asgi_server import asgi_server, sse_events
+from tests.processes import web_process
 
 BODY = {"lines": [{"sku": "BOOK-1", "quantity": 1}], "payment_token": "tok_ok"}
 
@@ -133,3 +136,54 @@ def test_static_files_are_served_in_front_of_the_edge(settings, tmp_path):
         assert answer.headers["Content-Type"].startswith("text/css")
         assert "Cache-Control" in answer.headers
         assert requests.get(f"{running.url}/static/nope.css", timeout=10).status_code == 404
+
+
+def test_many_held_requests_opened_at_once_never_exhaust_the_pool(
+    catalog, customer, django_user_model, settings, tmp_path
+):
+    """A pool of 2 connections and 24 streams and waits opened at once on the production server:
+    each gives its connection back before it waits (a stream that kept its own while its first
+    progress read asked for a second one could, with the pool's worth of others, wait for
+    ever: 500 after the pool's timeout)."""
+    if connection.vendor != "postgresql":
+        pytest.skip("the pool is PostgreSQL's")
+    users = [customer] + [
+        django_user_model.objects.create_user(username=f"watcher{n}", password="x")
+        for n in range(2)
+    ]
+    orders = [
+        order_create(user=user, lines=BODY["lines"], payment_token="tok_ok")[0] for user in users
+    ]
+    env = {"DATABASE_POOL_MAX_SIZE": "2", "DATABASE_POOL_TIMEOUT": "3", "WEB_SYNC_THREADS": "1"}
+    with web_process(
+        broker_url=settings.CELERY_BROKER_URL,
+        log_path=tmp_path / "web.log",
+        extra_env=env,
+        asgi=True,
+    ) as web:
+
+        def stream(user, order) -> int:
+            with requests.get(
+                f"{web.url}/api/orders/{order.pk}/stream/",
+                headers={**headers_for(user), "Accept": "text/event-stream"},
+                stream=True,
+                timeout=(5, 20),
+            ) as response:
+                if response.status_code == 200:
+                    next(e for e in sse_events(response) if e.event == "status")
+                return response.status_code
+
+        def wait(user) -> int:
+            return requests.post(
+                f"{web.url}/api/orders/?wait=2", json=BODY, headers=headers_for(user), timeout=20
+            ).status_code
+
+        with ThreadPoolExecutor(max_workers=24) as pool:
+            streams = [
+                pool.submit(stream, u, o)
+                for u, o in zip(users, orders, strict=True)
+                for _ in range(4)
+            ]
+            waits = [pool.submit(wait, user) for user in users for _ in range(4)]
+            assert [s.result() for s in streams] == [200] * 12
+            assert [w.result() for w in waits] == [202] * 12  # no worker: each wait runs out
