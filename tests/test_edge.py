@@ -154,6 +154,7 @@ def test_many_held_requests_opened_at_once_never_exhaust_the_pool(
     orders = [
         order_create(user=user, lines=BODY["lines"], payment_token="tok_ok")[0] for user in users
     ]
+    headers = {user.pk: headers_for(user) for user in users}  # not on the pool's threads
     env = {"DATABASE_POOL_MAX_SIZE": "2", "DATABASE_POOL_TIMEOUT": "3", "WEB_SYNC_THREADS": "1"}
     with web_process(
         broker_url=settings.CELERY_BROKER_URL,
@@ -165,7 +166,7 @@ def test_many_held_requests_opened_at_once_never_exhaust_the_pool(
         def stream(user, order) -> int:
             with requests.get(
                 f"{web.url}/api/orders/{order.pk}/stream/",
-                headers={**headers_for(user), "Accept": "text/event-stream"},
+                headers={**headers[user.pk], "Accept": "text/event-stream"},
                 stream=True,
                 timeout=(5, 20),
             ) as response:
@@ -175,7 +176,7 @@ def test_many_held_requests_opened_at_once_never_exhaust_the_pool(
 
         def wait(user) -> int:
             return requests.post(
-                f"{web.url}/api/orders/?wait=2", json=BODY, headers=headers_for(user), timeout=20
+                f"{web.url}/api/orders/?wait=2", json=BODY, headers=headers[user.pk], timeout=20
             ).status_code
 
         with ThreadPoolExecutor(max_workers=24) as pool:
