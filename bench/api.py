@@ -1,11 +1,12 @@
 """Issue 6 benchmark: what does POST /api/orders/ cost next to what a typical developer writes?
 
     .venv/bin/python bench/api.py [--duration 15] [--rounds 2] [--connections 16]
+        [--servers edge wsgi] [--edge-threads 2]
 
-One run, one server serving three endpoints: by default the Procfile's (project/asgi.py in 2
-uvicorn workers under gunicorn, one per core); `--server wsgi` is the issue-6 server (2 gunicorn
-sync workers; --threads N > 1 for gthread). Loaded in turn (a, b, c, a, b, c, ...) after a short
-warm-up of each:
+One run, one database, and one or more servers side by side (`--servers`, each with --workers
+processes on a port of its own), each serving three endpoints. Loaded in turn, after a short
+warm-up of each: every endpoint on every server, then the next endpoint (a on each server, b on
+each, c on each, then the next round), so that the machine's noise falls on all servers alike:
 
   (a) naive    the endpoint a typical Django developer would write instead (bench/naive.py): a
                ModelSerializer with nested lines and catalog prices, the pipeline task's
@@ -15,10 +16,16 @@ warm-up of each:
                transaction, published after commit, the order re-read for the response;
   (c) floor    a bare DRF view that inserts one row (same middleware, auth and JSON parsing).
 
+Servers: `edge` is the Procfile's (project/asgi.py: project/edge.py in uvicorn workers under
+gunicorn; `edge:N` with N sync threads); `asgi-django` is Django's ASGI handler serving every view
+(the edge before its thread pool, bench/asgi_django.py); `wsgi` is issue 6's gunicorn sync
+workers on project/wsgi.py; `gthread` the same with --threads. The first server named is judged
+against the targets; the others are its baselines in the same run.
+
 Self-contained and local only (127.0.0.1): it creates and drops the PostgreSQL database
 `orderflow_bench_api`, migrates and seeds it, uses its own Redis database for the broker, the
-cache and pub/sub (flushed before and after) with NO worker consuming, runs gunicorn with
-DEBUG=0 and the order-create throttle raised out of the way, and loads it with `wrk` (a Lua
+cache and pub/sub (flushed before and after) with NO worker consuming, runs the servers with
+DEBUG=0 and the order-create throttle raised out of the way, and loads them with `wrk` (a Lua
 script sends the same 2-line body to all three and a unique Idempotency-Key per request) or,
 without wrk, a Python keep-alive client (a weaker load generator: it needs CPU of its own).
 Targets: b/a >= 0.90 and p99 of (b) < 100 ms. It checks that every answer was the expected
