@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import http.client
 import json
 import os
@@ -555,24 +556,16 @@ def main(argv: list[str] | None = None) -> int:
             )
 
         def load(server: Server, endpoint: Endpoint, seconds: float, label: str, connections: int):
-            port = ports[server.key]
-            if loadgen == "wrk":
-                result = run_wrk(
-                    script=script,
-                    port=port,
-                    endpoint=endpoint,
-                    seconds=seconds,
-                    connections=connections,
-                    token=token,
-                )
-            else:
-                result = run_python_client(
-                    port=port,
-                    endpoint=endpoint,
-                    seconds=seconds,
-                    connections=connections,
-                    token=token,
-                )
+            client = (
+                functools.partial(run_wrk, script=script) if loadgen == "wrk" else run_python_client
+            )
+            result = client(
+                port=ports[server.key],
+                endpoint=endpoint,
+                seconds=seconds,
+                connections=connections,
+                token=token,
+            )
             run = Run(endpoint, label, *result)
             print(
                 f"  {server.key:<11} {endpoint.label:<26} {label:<8} {run.rps:7.0f} req/s  p50 "
