@@ -6,8 +6,8 @@
   (a2wsgi, uvicorn's own recommendation for WSGI apps). Under Django's ASGI handler a sync view
   costs a hop between the event loop and a thread for every middleware (MiddlewareMixin runs
   process_request and process_response through sync_to_async) and a new thread per request; the
-  WSGI handler runs the whole chain on one thread. Measured in bench/api.py: about twice the
-  throughput of the plain ASGI handler on the sync API, the same as gunicorn's sync workers.
+  WSGI handler runs the whole chain on one thread. Measured in bench/api.py: 1.6-2 x the
+  throughput of the plain ASGI handler on the sync API, as much as gunicorn's sync workers.
 - Static files are served at the edge by ServeStatic, so no async-only middleware sits in
   MIDDLEWARE (one would turn the WSGI chain async and cost every request an event loop).
 
