@@ -65,7 +65,14 @@ from bench.support import (  # noqa: E402
     production_mode,
     seed,
 )
-from project.processes import LOCALHOST, QUEUES, free_port, web  # noqa: E402
+from project.processes import (  # noqa: E402
+    ASGI_APP,
+    ASGI_WORKER_CLASS,
+    LOCALHOST,
+    QUEUES,
+    free_port,
+    web,
+)
 
 BENCH_DATABASE = "orderflow_bench_api"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/12"
@@ -78,7 +85,6 @@ BODY = {
 TARGET_RATIO = 0.90  # b/a
 TARGET_P99_MS = 100.0  # of (b), at --connections
 UNLOADED = "1 conn"
-ASGI_WORKER_CLASS = "uvicorn_worker.UvicornWorker"  # the Procfile's
 
 
 @dataclass(frozen=True)
@@ -390,7 +396,7 @@ def edge_server(threads: int, key: str = "edge") -> Server:
     return Server(
         key,
         f"edge (Procfile: uvicorn, project/asgi.py, {threads} sync threads)",
-        "project.asgi:application",
+        ASGI_APP,
         ASGI_WORKER_CLASS,
         env=(("WEB_SYNC_THREADS", str(threads)),),
     )

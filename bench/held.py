@@ -48,7 +48,6 @@ if str(BASE_DIR) not in sys.path:  # `python bench/held.py` puts bench/, not the
     sys.path.insert(0, str(BASE_DIR))
 
 from bench.api import (  # noqa: E402
-    ASGI_WORKER_CLASS,
     BODY,
     BROKER_QUEUES,
     WRK_REPORT,
@@ -66,7 +65,14 @@ from bench.support import (  # noqa: E402
     sandbox_process,
     seed,
 )
-from project.processes import LOCALHOST, Worker, free_port, web  # noqa: E402
+from project.processes import (  # noqa: E402
+    ASGI_APP,
+    ASGI_WORKER_CLASS,
+    LOCALHOST,
+    Worker,
+    free_port,
+    web,
+)
 
 BENCH_DATABASE = "orderflow_bench_held"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/11"
@@ -392,7 +398,7 @@ def main(argv: list[str] | None = None) -> int:
             env=env,
             log_path=workdir / "gunicorn.log",
             port=port,
-            app="project.asgi:application",
+            app=ASGI_APP,
             workers=2,
             worker_class=ASGI_WORKER_CLASS,
         )

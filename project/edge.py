@@ -86,14 +86,18 @@ class Edge:
         return await self.asgi(scope, receive, send)
 
 
+def static_files() -> dict:
+    """ServeStatic's options, for its ASGI app here and its WSGI app in project/wsgi.py:
+    collectstatic's STATIC_ROOT, as ServeStatic's Django middleware serves it (looked up per
+    request and never cached in DEBUG)."""
+    return {
+        "root": settings.STATIC_ROOT,
+        "prefix": f"/{settings.STATIC_URL.strip('/')}/",
+        "autorefresh": settings.DEBUG,
+        "max_age": 0 if settings.DEBUG else 60,
+    }
+
+
 def application(*, threads: int | None = None):
-    """The edge with static files in front: collectstatic's STATIC_ROOT, as ServeStatic's Django
-    middleware serves it (looked up per request and never cached in DEBUG)."""
-    edge = Edge(threads=threads or settings.WEB_SYNC_THREADS)
-    return ServeStaticASGI(
-        edge,
-        root=settings.STATIC_ROOT,
-        prefix=f"/{settings.STATIC_URL.strip('/')}/",
-        autorefresh=settings.DEBUG,
-        max_age=0 if settings.DEBUG else 60,
-    )
+    """The edge with static files in front."""
+    return ServeStaticASGI(Edge(threads=threads or settings.WEB_SYNC_THREADS), **static_files())

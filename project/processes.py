@@ -30,6 +30,9 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 LOCALHOST = "127.0.0.1"
 QUEUES = ("orders", "provider", "notifications")  # every queue the Procfile's worker consumes
 POSTGRES_ADMIN_DSN = f"host={LOCALHOST} port=5432 user=postgres dbname=postgres connect_timeout=3"
+# The Procfile's web server: project/asgi.py in uvicorn workers (web(app=..., worker_class=...)).
+ASGI_APP = "project.asgi:application"
+ASGI_WORKER_CLASS = "uvicorn_worker.UvicornWorker"
 
 
 def require_local(*urls: str) -> None:

@@ -230,7 +230,7 @@ CACHES = {
 # --- The web edge (project/edge.py) --------------------------------------------------------------
 # Threads per web process for the sync views (the views that wait need none). One is the fastest
 # on a CPU-bound API (the GIL); a second lets a slow request (a 500-order batch, an admin page)
-# not stall the process's other requests. bench/api.py --threads compares.
+# not stall the process's other requests. bench/api.py --servers edge:1 edge:2 compares.
 WEB_SYNC_THREADS = env.int("WEB_SYNC_THREADS", default=2)
 
 # --- Live updates (orders/live.py): ?wait and the order's event stream ---------------------------

@@ -13,13 +13,8 @@ observability.configure_error_tracking()
 application = get_wsgi_application()
 
 # Static files in front, as project/edge.py does for the ASGI server (no static middleware).
-from django.conf import settings  # noqa: E402
 from servestatic import ServeStatic  # noqa: E402
 
-application = ServeStatic(
-    application,
-    root=settings.STATIC_ROOT,
-    prefix=f"/{settings.STATIC_URL.strip('/')}/",
-    autorefresh=settings.DEBUG,
-    max_age=0 if settings.DEBUG else 60,
-)
+from project import edge  # noqa: E402  (reads the settings)
+
+application = ServeStatic(application, **edge.static_files())

@@ -10,7 +10,7 @@ from pathlib import Path
 from django.db import connection
 
 from project import processes
-from project.processes import StackProcess, Worker, free_port
+from project.processes import ASGI_APP, ASGI_WORKER_CLASS, StackProcess, Worker, free_port
 
 __all__ = [
     "StackProcess",
@@ -92,10 +92,6 @@ def web_process(
     """The API under gunicorn on 127.0.0.1, publishing to `broker_url`: WSGI, or with `asgi` the
     Procfile's server (project/asgi.py in uvicorn workers, PostgreSQL through the pool)."""
     env = _stack_env(broker_url=broker_url, extra_env=extra_env)
-    served = (
-        {"app": "project.asgi:application", "worker_class": "uvicorn_worker.UvicornWorker"}
-        if asgi
-        else {}
-    )
+    served = {"app": ASGI_APP, "worker_class": ASGI_WORKER_CLASS} if asgi else {}
     with processes.web(env=env, log_path=log_path, port=port, **served) as web:
         yield web
